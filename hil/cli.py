@@ -1,0 +1,196 @@
+"""The `hil` command.
+
+    hil check    --target {host,qemu,esp32s3} --images N [--model PATH] [--inputs FILE]
+    hil build    --target {host,qemu} [--model PATH]
+    hil compile  MODEL.tflite --out DIR
+    hil info     --target ...           (HELLO: what the device runs)
+    hil synth    [--out DIR]            (regenerate the random-weights stand-in model; needs TensorFlow)
+
+Exit codes: 0 success, 1 the check failed (a mismatch), 2 wrong usage or bad input, 3 the device or its
+tools could not be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from hil import paths
+from hil.dut import PROVENANCE, TARGETS, DutOptions
+
+EXIT_FAILED, EXIT_USAGE, EXIT_DEVICE = 1, 2, 3
+
+
+def _add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu") -> None:
+    p.add_argument("--target", choices=TARGETS, default=default_target, help="device to run on")
+    p.add_argument("--model", type=Path, default=None,
+                   help=f"model directory or .tflite (default: {paths.DEFAULT_MODEL.relative_to(paths.PROJECT_ROOT)})")
+    p.add_argument("--port", help="esp32s3: serial port or URL (socket://, rfc2217://)")
+    p.add_argument("--baud", type=int, default=2_000_000, help="serial baud rate (esp32s3)")
+    p.add_argument("--fw", type=Path, help="prebuilt firmware (host/qemu binary, or ESP-IDF build dir)")
+    p.add_argument("--no-flash", action="store_true", help="esp32s3: do not flash, use what the board runs")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each reply")
+
+
+def _options(args: argparse.Namespace) -> DutOptions:
+    return DutOptions(target=args.target, port=args.port, baud=args.baud, firmware=args.fw,
+                      flash=not args.no_flash, log_dir=paths.REPORTS / "logs", timeout_s=args.timeout)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hil.check import InputSpec, file_inputs, random_inputs, run_check, write_report
+    from hil.dut import open_dut
+    from hil.model.artifacts import resolve_model
+    from hil.model.reference import TflmReference
+
+    console = Console(stderr=True)
+    if args.images < 1:
+        console.print("[red]--images must be at least 1[/]")
+        return EXIT_USAGE
+    model = resolve_model(args.model)
+    reference = TflmReference(model.tflite_bytes)
+    with open_dut(model, _options(args)) as dut:
+        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point) for t in dut.info.inputs]
+        inputs = (file_inputs(args.inputs, specs, args.images) if args.inputs
+                  else random_inputs(specs, args.images, seed=args.seed))
+        console.print(f"model {model.name} (sha256 {model.sha256[:16]}) on {args.target}: {PROVENANCE[args.target]}")
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[bad]} mismatched"), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True, disable=args.quiet) as progress:
+            task = progress.add_task(f"check {args.target}", total=args.images, bad=0)
+            bad = 0
+
+            def on_image(_index: int, ok: bool) -> None:
+                nonlocal bad
+                bad += not ok
+                progress.update(task, advance=1, bad=bad)
+
+            result = run_check(dut, reference, inputs, args.images, on_image=on_image)
+    for m in result.mismatches[:10]:
+        console.print(f"[red]image {m.image} output {m.output}: {m.differing_values} values differ "
+                      f"(max |diff| {m.max_abs_diff})[/]")
+    report = write_report(result, paths.REPORTS)
+    if result.cycles:
+        mean_cycles = sum(result.cycles) / len(result.cycles)
+        console.print(f"mean {mean_cycles:,.0f} cycles per inference at {result.clock_hz / 1e6:g} MHz "
+                      f"({PROVENANCE[args.target]}); {result.wall_s:.1f} s wall; report {report}")
+    print(result.summary_line())
+    return 0 if result.ok else EXIT_FAILED
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from hil.firmware import build_firmware
+    from hil.model.artifacts import resolve_model
+
+    model = resolve_model(args.model)
+    for target in args.target or ["host", "qemu"]:
+        if target not in ("host", "qemu"):
+            print(f"hil build: '{target}' is built with ESP-IDF, see device_fw/ports/esp32s3/README.md",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        path = build_firmware(target, model.c_dir)
+        if not args.quiet:
+            print(f"{target}: {path}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from hil.model.compiler import compile_tflite
+
+    src = Path(args.tflite)
+    if not src.is_file():
+        print(f"hil compile: '{src}' does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    args.out.mkdir(parents=True, exist_ok=True)
+    if (args.out / "model.tflite").resolve() != src.resolve():
+        shutil.copyfile(src, args.out / "model.tflite")
+    compiled = compile_tflite(args.out / "model.tflite", args.out, name=args.name or args.out.name)
+    print(f"{args.out / 'hil_model.c'}: arena {compiled.arena_bytes} B, weights {compiled.weights_bytes} B, "
+          f"{compiled.macs:,} MACs")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from hil.dut import open_dut
+    from hil.model.artifacts import resolve_model
+
+    with open_dut(resolve_model(args.model), _options(args)) as dut:
+        print(dut.info)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from hil.model.synthetic import write_synthetic_model
+
+    write_synthetic_model(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hil", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log protocol traffic and tool output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="run N inputs through the device and TFLite Micro; exit 0 only if bit-exact")
+    _add_device_options(p)
+    p.add_argument("--images", type=int, default=200, help="number of inputs to run")
+    p.add_argument("--inputs", type=Path, help=".npy/.npz of int8 tensors or uint8 images (default: random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("build", help="build the firmware for the emulated ports")
+    p.add_argument("--target", action="append", choices=TARGETS, help="host and/or qemu (default both)")
+    p.add_argument("--model", type=Path, default=None, help="model directory or .tflite")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("compile", help="compile a full-integer int8 .tflite into C for the firmware")
+    p.add_argument("tflite", help="the .tflite file")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--name", help="model name reported by the firmware (default: the directory name)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("info", help="ask the device what it runs (HELLO)")
+    _add_device_options(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("synth", help="regenerate the random-weights stand-in model (needs TensorFlow)")
+    p.add_argument("--out", type=Path, default=paths.DEFAULT_MODEL)
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line instead of a traceback; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"hil {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _exit_code_for(exc)
+
+
+def _exit_code_for(exc: Exception) -> int:
+    from hil.check import InputError
+    from hil.model.artifacts import ModelNotFoundError, StaleModelError
+
+    if isinstance(exc, InputError | ModelNotFoundError | StaleModelError | ValueError):
+        return EXIT_USAGE
+    return EXIT_DEVICE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""pytest plugin (entry point `pytest11: hil`): options and the fixture chain model -> firmware -> target -> dut.
+
+    pytest --hil-target qemu                       # the emulated default: CI, no board needed
+    pytest --hil-target esp32s3 --hil-port /dev/ttyUSB0 --hil-baud 2000000 --hil-fw device_fw/ports/esp32s3/build
+
+Every option has an ini equivalent (`hil_target = qemu` in pytest.ini / [tool.pytest.ini_options]). The `dut`
+fixture is session-scoped: a board is flashed and reset once per session, not once per test. Each test that uses
+the device gets its own log file with the protocol traffic under <report dir>/logs/.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil import paths
+from hil.dut import TARGETS, Dut, DutOptions, open_dut
+from hil.model.artifacts import DeviceModel, resolve_model
+
+_OPTIONS = (
+    # (name, ini name, help, default)
+    ("--hil-target", "hil_target", f"device under test: {', '.join(TARGETS)} (default qemu)", "qemu"),
+    ("--hil-port", "hil_port", "esp32s3: serial port or URL (socket://host:port, rfc2217://host:port)", None),
+    ("--hil-baud", "hil_baud", "serial baud rate of the protocol link (default 2000000)", "2000000"),
+    ("--hil-fw", "hil_fw", "prebuilt firmware: host/qemu binary or ESP-IDF build directory", None),
+    ("--hil-model", "hil_model", "device model directory or .tflite (default: the project's)", None),
+    ("--hil-images", "hil_images", "images per accuracy/bit-exact test (default 200)", "200"),
+    ("--hil-timeout", "hil_timeout", "seconds to wait for each device reply (default 10)", "10"),
+    ("--hil-report-dir", "hil_report_dir", "where logs and results go (default reports/)", None),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop")
+    for flag, ini, help_text, _default in _OPTIONS:
+        group.addoption(flag, dest=ini, default=None, help=help_text)
+        parser.addini(ini, help_text, default=None)
+    group.addoption("--hil-no-flash", dest="hil_no_flash", action="store_true", default=False,
+                    help="esp32s3: use the firmware already on the board (still checked by model sha256)")
+
+
+def _get(config: pytest.Config, ini: str) -> str | None:
+    value = config.getoption(ini)
+    if value is None:
+        value = config.getini(ini)
+    if value is None:
+        value = next(d for _f, i, _h, d in _OPTIONS if i == ini)
+    return value
+
+
+def _int_option(config: pytest.Config, ini: str) -> int:
+    raw = _get(config, ini)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{ini.replace('_', '-')}: '{raw}' is not a whole number") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    target = _get(config, "hil_target")
+    if target not in TARGETS:
+        raise pytest.UsageError(f"--hil-target: unknown target '{target}'; choose one of {', '.join(TARGETS)}")
+    if target == "esp32s3" and not _get(config, "hil_port"):
+        raise pytest.UsageError("--hil-target esp32s3 needs --hil-port (e.g. /dev/ttyUSB0 or rfc2217://host:4000)")
+    for ini in ("hil_baud", "hil_images"):
+        _int_option(config, ini)
+
+
+def report_dir(config: pytest.Config) -> Path:
+    raw = _get(config, "hil_report_dir")
+    return Path(raw) if raw else Path(config.rootpath) / "reports"
+
+
+@pytest.fixture(scope="session")
+def hil_options(pytestconfig: pytest.Config) -> DutOptions:
+    fw = _get(pytestconfig, "hil_fw")
+    return DutOptions(
+        target=_get(pytestconfig, "hil_target"),
+        port=_get(pytestconfig, "hil_port"),
+        baud=_int_option(pytestconfig, "hil_baud"),
+        firmware=Path(fw) if fw else None,
+        flash=not pytestconfig.getoption("hil_no_flash"),
+        log_dir=report_dir(pytestconfig) / "logs",
+        timeout_s=float(_get(pytestconfig, "hil_timeout")),
+    )
+
+
+@pytest.fixture(scope="session")
+def hil_images(pytestconfig: pytest.Config) -> int:
+    return _int_option(pytestconfig, "hil_images")
+
+
+@pytest.fixture(scope="session")
+def hil_model(pytestconfig: pytest.Config) -> DeviceModel:
+    """The device model: a model directory (model.tflite + generated hil_model.c) or a .tflite."""
+    raw = _get(pytestconfig, "hil_model")
+    return resolve_model(Path(raw) if raw else paths.DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def hil_reference(hil_model: DeviceModel):
+    """TensorFlow Lite Micro running the same .tflite: the golden int8 outputs."""
+    from hil.model.reference import TflmReference
+
+    return TflmReference(hil_model.tflite_bytes)
+
+
+@pytest.fixture(scope="session")
+def dut(hil_model: DeviceModel, hil_options: DutOptions) -> Iterator[Dut]:
+    """The device under test, started once per session and checked to run `hil_model`."""
+    device = open_dut(hil_model, hil_options)
+    try:
+        yield device
+    finally:
+        device.close()
+
+
+# Per-test protocol logs: a file handler on the `hil` logger while a test that uses the device runs.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    if "dut" not in getattr(item, "fixturenames", ()):
+        yield
+        return
+    log_dir = report_dir(item.config) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".log")
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("hil")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    item.user_properties.append(("hil_log", str(path)))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()

@@ -1,0 +1,57 @@
+"""The pytest plugin as another repository would use it: options, ini keys, the session-scoped dut, logs."""
+
+import pytest
+
+INNER_TESTS = """
+import numpy as np
+
+SEEN = []
+
+def test_first(dut):
+    SEEN.append(id(dut))
+    assert dut.info.port == "host"
+    assert dut.infer([np.zeros(t.shape, np.int8) for t in dut.info.inputs]).cycles > 0
+
+def test_second(dut, hil_options):
+    SEEN.append(id(dut))
+    assert hil_options.target == "host"
+    assert SEEN[0] == SEEN[1], "dut must be one device for the whole session"
+"""
+
+
+@pytest.mark.timeout(120)
+def test_dut_is_session_scoped_and_each_test_gets_a_log(pytester):
+    pytester.makepyfile(test_inner=INNER_TESTS)
+    result = pytester.runpytest("--hil-target", "host", "--hil-report-dir", str(pytester.path / "out"), "-p",
+                                "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    logs = sorted(p.name for p in (pytester.path / "out" / "logs").glob("*.log"))
+    assert logs == ["test_inner.py_test_first.log", "test_inner.py_test_second.log"]
+
+
+@pytest.mark.timeout(120)
+def test_ini_file_selects_the_target(pytester):
+    pytester.makeini("[pytest]\nhil_target = host\n")
+    pytester.makepyfile(test_inner="def test_target(hil_options):\n    assert hil_options.target == 'host'\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_unknown_target_is_a_usage_error(pytester):
+    pytester.makepyfile(test_inner="def test_x():\n    pass\n")
+    result = pytester.runpytest("--hil-target", "esp8266")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown target 'esp8266'*host, qemu, esp32s3*"])
+
+
+def test_esp32s3_without_a_port_is_a_usage_error(pytester):
+    pytester.makepyfile(test_inner="def test_x():\n    pass\n")
+    result = pytester.runpytest("--hil-target", "esp32s3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*esp32s3 needs --hil-port*"])
+
+
+def test_non_numeric_baud_is_a_usage_error(pytester):
+    pytester.makepyfile(test_inner="def test_x():\n    pass\n")
+    result = pytester.runpytest("--hil-target", "host", "--hil-baud", "fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*hil-baud*'fast' is not a whole number*"])
