@@ -1,0 +1,135 @@
+/* Portable int8 kernels: one params struct and one function per TFLite op, bit-exact with the
+ * TensorFlow Lite Micro reference kernels.
+ *
+ * Tensors are NHWC int8 in row-major order. The model compiler (hil/model/codegen.py) fills every
+ * params struct at compile time: shapes, padding, zero points, the fused activation as a clamp
+ * range and all requantization multipliers and shifts, so the kernels do integer arithmetic only
+ * and never allocate. Offsets follow TFLM's naming: an input_offset is the negated input zero
+ * point (added to each input value), an output_offset is the output zero point. */
+#ifndef HIL_KERNELS_H
+#define HIL_KERNELS_H
+
+#include <stdint.h>
+
+/* CONV_2D with per-channel int8 weights (a per-tensor model gets the same multiplier per channel). */
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, input_c;
+    int32_t filter_h, filter_w;
+    int32_t output_h, output_w, output_c;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_h, pad_w;             /* top and left padding (SAME puts any odd row/column last) */
+    int32_t input_offset;             /* -input zero point */
+    int32_t output_offset;            /* output zero point */
+    int32_t act_min, act_max;         /* fused activation, as an int8 clamp range */
+    const int8_t *filter;             /* [output_c][filter_h][filter_w][input_c], zero point 0 */
+    const int32_t *bias;              /* [output_c] or NULL */
+    const int32_t *output_multiplier; /* [output_c], Q0.31 */
+    const int32_t *output_shift;      /* [output_c] */
+} hil_conv_2d_params_t;
+
+void hil_conv_2d(const hil_conv_2d_params_t *p, const int8_t *input, int8_t *output);
+
+/* DEPTHWISE_CONV_2D: output channel = input channel * depth_multiplier + m. */
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, input_c;
+    int32_t depth_multiplier;
+    int32_t filter_h, filter_w;
+    int32_t output_h, output_w, output_c; /* output_c == input_c * depth_multiplier */
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_h, pad_w;
+    int32_t input_offset;
+    int32_t output_offset;
+    int32_t act_min, act_max;
+    const int8_t *filter;             /* [1][filter_h][filter_w][output_c], zero point 0 */
+    const int32_t *bias;              /* [output_c] or NULL */
+    const int32_t *output_multiplier; /* [output_c] */
+    const int32_t *output_shift;      /* [output_c] */
+} hil_depthwise_conv_2d_params_t;
+
+void hil_depthwise_conv_2d(const hil_depthwise_conv_2d_params_t *p, const int8_t *input,
+                           int8_t *output);
+
+/* FULLY_CONNECTED: output[b][o] = sum_d filter[o][d] * input[b][d], requantized per output. */
+typedef struct {
+    int32_t batches;
+    int32_t accum_depth;
+    int32_t output_depth;
+    int32_t input_offset;
+    int32_t output_offset;
+    int32_t act_min, act_max;
+    const int8_t *filter;             /* [output_depth][accum_depth], zero point 0 */
+    const int32_t *bias;              /* [output_depth] or NULL */
+    const int32_t *output_multiplier; /* [output_depth]: per-tensor models repeat one value */
+    const int32_t *output_shift;      /* [output_depth] */
+} hil_fully_connected_params_t;
+
+void hil_fully_connected(const hil_fully_connected_params_t *p, const int8_t *input,
+                         int8_t *output);
+
+/* AVERAGE_POOL_2D and MAX_POOL_2D. Like TFLM, neither rescales: input and output share quantization. */
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, channels;
+    int32_t output_h, output_w;
+    int32_t filter_h, filter_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_h, pad_w;
+    int32_t act_min, act_max;
+} hil_pool_params_t;
+
+void hil_average_pool_2d(const hil_pool_params_t *p, const int8_t *input, int8_t *output);
+void hil_max_pool_2d(const hil_pool_params_t *p, const int8_t *input, int8_t *output);
+
+/* MEAN over a contiguous run of axes: the input is viewed as [outer][count][inner] and the output
+ * as [outer][inner]. Keras GlobalAveragePooling2D is outer = batches, count = H * W, inner = C. */
+typedef struct {
+    int32_t outer, count, inner;
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t multiplier; /* input_scale / output_scale / count as TFLM folds it, Q0.31 */
+    int32_t shift;
+} hil_mean_params_t;
+
+void hil_mean(const hil_mean_params_t *p, const int8_t *input, int8_t *output);
+
+/* ADD with NumPy-style broadcasting up to rank 4: the compiler right-aligns both shapes to the
+ * output's four dimensions and gives an input a stride of 0 along the dimensions it broadcasts. */
+typedef struct {
+    int32_t dims[4];         /* output shape */
+    int32_t input1_strides[4];
+    int32_t input2_strides[4];
+    int32_t input1_offset, input2_offset;
+    int32_t output_offset;
+    int32_t left_shift;      /* 20 for int8, as in TFLM */
+    int32_t input1_multiplier, input1_shift;
+    int32_t input2_multiplier, input2_shift;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} hil_add_params_t;
+
+void hil_add(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+
+/* STRIDED_SLICE with unit strides: output[i] = input[begin + i] in each of four dimensions. */
+typedef struct {
+    int32_t input_dims[4];
+    int32_t begin[4];
+    int32_t output_dims[4];
+} hil_strided_slice_params_t;
+
+void hil_strided_slice(const hil_strided_slice_params_t *p, const int8_t *input, int8_t *output);
+
+/* PAD / PADV2: output = input surrounded by pad_value (PAD pads with the output zero point). */
+typedef struct {
+    int32_t input_dims[4];
+    int32_t pad_before[4];
+    int32_t output_dims[4];
+    int8_t pad_value;
+} hil_pad_params_t;
+
+void hil_pad(const hil_pad_params_t *p, const int8_t *input, int8_t *output);
+
+#endif
