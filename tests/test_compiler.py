@@ -209,7 +209,7 @@ def test_unsupported_fused_activation_is_rejected(tmp_path: Path) -> None:
 
 
 def test_planner_separates_live_buffers_and_reuses_dead_ones() -> None:
-    # A chain a -> b -> c -> d: a and c can share, b and d can share.
+    # A chain a -> b -> c -> d: b and d can share; a is the graph input and stays intact to the end.
     sizes = {0: 100, 1: 60, 2: 100, 3: 60}
     steps = [([0], [1]), ([1], [2]), ([2], [3])]
     plan = plan_arena(sizes, steps, graph_inputs=[0], graph_outputs=[3])
@@ -219,7 +219,19 @@ def test_planner_separates_live_buffers_and_reuses_dead_ones() -> None:
         for r in reads:
             for w in writes:
                 assert plan.offsets[r] + sizes[r] <= plan.offsets[w] or plan.offsets[w] + sizes[w] <= plan.offsets[r]
-    assert plan.arena_bytes == 112 + 64  # 100 -> 112 aligned, plus 60 -> 64: two slots for four tensors
+    assert plan.arena_bytes == 112 + 112 + 64  # a and c (100 -> 112 aligned) apart, b and d (60 -> 64) shared
+    assert plan.offsets[1] == plan.offsets[3]
+
+
+def test_graph_inputs_are_never_overwritten_so_infer_is_repeatable() -> None:
+    lowered = lower_graph(read_tflite(DEFAULT_TFLITE.read_bytes()))
+    t = lowered.graph.tensors
+    inputs = [(i.arena_offset, i.arena_offset + i.bytes) for i in lowered.inputs]
+    for index, offset in lowered.plan.offsets.items():
+        if any(offset == lo for lo, _ in inputs):
+            continue  # the input itself (or a reshape alias of it)
+        lo, hi = offset, offset + t[index].nbytes
+        assert all(hi <= a or b <= lo for a, b in inputs), f"tensor {index} overwrites a graph input"
 
 
 def test_planner_aliases_share_bytes_and_extend_lifetimes() -> None:

@@ -1,7 +1,9 @@
 """Static arena plan: where each activation tensor lives in the single, statically allocated tensor arena.
 
 Every non-constant tensor (graph inputs and outputs included) gets an offset. A buffer is live from the step
-that writes it (graph inputs: from the start) to the last step that reads it (graph outputs: to the end).
+that writes it to the last step that reads it; graph inputs and outputs are live for the whole inference.
+Keeping the inputs intact costs their size in arena bytes but makes INFER repeatable: a host that retries a
+lost reply, or runs N inferences on one loaded input (as MLPerf Tiny's energy mode does), gets the same result.
 Buffers whose lifetimes overlap must not overlap in memory; an operator's inputs and outputs are both live
 at its step, so no kernel ever runs in place. Placement is greedy in the style of TFLM's
 GreedyMemoryPlanner: largest buffers first, each at the lowest 16-byte aligned offset that fits between the
@@ -78,6 +80,7 @@ def plan_arena(
 
     for t in graph_inputs:
         touch(t, -1)
+        touch(t, n_steps)  # never overwritten: INFER must be repeatable on the loaded input
     for i, (reads, writes) in enumerate(steps):
         for t in list(reads) + list(writes):
             touch(t, i)

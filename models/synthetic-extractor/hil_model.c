@@ -2,7 +2,7 @@
  * sha256 e07d652f6dc6afc4601ce2b3faaf9ec563eb7fedd52c2a15125058458f5fa0ee. Do not edit: regenerate from the .tflite instead.
  *
  * 8 operators (8 kernel calls), 175154 MACs per inference,
- * tensor arena 44048 bytes, constant data 761 bytes.
+ * tensor arena 71696 bytes, constant data 761 bytes.
  * Bit-exact with TensorFlow Lite Micro's reference kernels. */
 
 #include <stddef.h>
@@ -21,16 +21,16 @@
  * lifetimes do not overlap share bytes.
  *
  *   [      0, + 27648) tensor   0 1x96x96x3      serving_default_image:0
- *   [      0, +  4096) tensor  16 1x32x32x4      synthetic_extractor_1/relu6_1_1/Relu6;synthetic_extractor...
- *   [      0, + 24576) tensor  18 1x32x32x24     synthetic_extractor_1/relu6_2_1/Relu6;synthetic_extractor...
- *   [  24576, +  4096) tensor  17 1x32x32x4      synthetic_extractor_1/sep_conv2_1/separable_conv2d/depthw...
- *   [  24576, +  5120) tensor  19 1x32x32x5      synthetic_extractor_1/strided_slice
- *   [  24576, + 19456) tensor  22 1x32x32x19     StatefulPartitionedCall_1:1
- *   [  27648, +  3072) tensor  15 1x32x32x3      synthetic_extractor_1/sep_conv1_1/separable_conv2d/depthw...
- *   [  29696, +     5) tensor  20 1x5            synthetic_extractor_1/gap_1/Mean
- *   [  44032, +    10) tensor  21 1x10           StatefulPartitionedCall_1:0
+ *   [  27648, +  4096) tensor  16 1x32x32x4      synthetic_extractor_1/relu6_1_1/Relu6;synthetic_extractor...
+ *   [  27648, + 24576) tensor  18 1x32x32x24     synthetic_extractor_1/relu6_2_1/Relu6;synthetic_extractor...
+ *   [  31744, +  3072) tensor  15 1x32x32x3      synthetic_extractor_1/sep_conv1_1/separable_conv2d/depthw...
+ *   [  52224, +  4096) tensor  17 1x32x32x4      synthetic_extractor_1/sep_conv2_1/separable_conv2d/depthw...
+ *   [  52224, +  5120) tensor  19 1x32x32x5      synthetic_extractor_1/strided_slice
+ *   [  52224, + 19456) tensor  22 1x32x32x19     StatefulPartitionedCall_1:1
+ *   [  57344, +     5) tensor  20 1x5            synthetic_extractor_1/gap_1/Mean
+ *   [  71680, +    10) tensor  21 1x10           StatefulPartitionedCall_1:0
  */
-static int8_t hil_arena[44048] HIL_ARENA_ALIGN;
+static int8_t hil_arena[71696] HIL_ARENA_ALIGN;
 
 int8_t *hil_model_arena(void) { return hil_arena; }
 
@@ -300,7 +300,7 @@ static const hil_tensor_info_t hil_outputs[2] = {
         .zero_point = 46,
         .scale = 0.002042026f,
         .bytes = 10,
-        .arena_offset = 44032,
+        .arena_offset = 71680,
     },
     { /* remote_features */
         .dtype = HIL_DTYPE_INT8,
@@ -309,7 +309,7 @@ static const hil_tensor_info_t hil_outputs[2] = {
         .zero_point = -128,
         .scale = 0.005055001f,
         .bytes = 19456,
-        .arena_offset = 24576,
+        .arena_offset = 52224,
     },
 };
 
@@ -319,7 +319,7 @@ const hil_model_info_t hil_model_info = {
         0xe0, 0x7d, 0x65, 0x2f, 0x6d, 0xc6, 0xaf, 0xc4, 0x60, 0x1c, 0xe2, 0xb3, 0xfa, 0xaf, 0x9e, 0xc5,
         0x63, 0xeb, 0x7f, 0xed, 0xd5, 0x2c, 0x2a, 0x15, 0x12, 0x50, 0x58, 0x45, 0x8f, 0x5f, 0xa0, 0xee,
     },
-    .arena_bytes = 44048,
+    .arena_bytes = 71696,
     .n_inputs = 1,
     .n_outputs = 2,
     .inputs = hil_inputs,
@@ -330,20 +330,20 @@ const hil_model_info_t hil_model_info = {
  * parameter was checked by the compiler), so this always returns 0. */
 int hil_model_invoke(void) {
     /* op 0: DEPTHWISE_CONV_2D */
-    hil_depthwise_conv_2d(&op0_params, hil_arena + 0, hil_arena + 27648);
+    hil_depthwise_conv_2d(&op0_params, hil_arena + 0, hil_arena + 31744);
     /* op 1: CONV_2D */
-    hil_conv_2d(&op1_params, hil_arena + 27648, hil_arena + 0);
+    hil_conv_2d(&op1_params, hil_arena + 31744, hil_arena + 27648);
     /* op 2: DEPTHWISE_CONV_2D */
-    hil_depthwise_conv_2d(&op2_params, hil_arena + 0, hil_arena + 24576);
+    hil_depthwise_conv_2d(&op2_params, hil_arena + 27648, hil_arena + 52224);
     /* op 3: CONV_2D */
-    hil_conv_2d(&op3_params, hil_arena + 24576, hil_arena + 0);
+    hil_conv_2d(&op3_params, hil_arena + 52224, hil_arena + 27648);
     /* op 4: STRIDED_SLICE */
-    hil_strided_slice(&op4_params, hil_arena + 0, hil_arena + 24576);
+    hil_strided_slice(&op4_params, hil_arena + 27648, hil_arena + 52224);
     /* op 5: MEAN */
-    hil_mean(&op5_params, hil_arena + 24576, hil_arena + 29696);
+    hil_mean(&op5_params, hil_arena + 52224, hil_arena + 57344);
     /* op 6: FULLY_CONNECTED */
-    hil_fully_connected(&op6_params, hil_arena + 29696, hil_arena + 44032);
+    hil_fully_connected(&op6_params, hil_arena + 57344, hil_arena + 71680);
     /* op 7: STRIDED_SLICE */
-    hil_strided_slice(&op7_params, hil_arena + 0, hil_arena + 24576);
+    hil_strided_slice(&op7_params, hil_arena + 27648, hil_arena + 52224);
     return 0;
 }
