@@ -1,0 +1,403 @@
+/* Request dispatch (PROTOCOL.md "Types"). Every handler checks the payload length and every index and
+ * range before touching the arena, so no byte sequence from the host can write or read outside a tensor.
+ * State is static: the RX buffer, the TX staging buffer and the last inference's timing. No heap. */
+#include "hil_app.h"
+
+#include <string.h>
+
+#include "hil_model.h"
+#include "hil_port.h"
+#include "hil_protocol.h"
+
+/* Set by the Makefile; the fallbacks keep a hand build working. */
+#ifndef FW_VERSION
+#define FW_VERSION "unknown"
+#endif
+#ifndef BUILD_ID
+#define BUILD_ID "unknown"
+#endif
+
+#define INFO_FIXED_BYTES 148u
+#define TENSOR_DESC_BYTES 32u
+#define INFER_FIXED_BYTES 20u
+#define LOAD_HEADER_BYTES 5u  /* u8 index, u32 offset */
+#define READ_REQUEST_BYTES 7u /* u8 index, u32 offset, u16 length */
+#define READ_REPLY_HEADER 5u  /* u8 index, u32 offset */
+
+#define INFO_FLAG_DETERMINISTIC 0x0001u
+#define INFER_FLAG_INLINE 0x01u
+
+static hil_rx_t rx;
+static hil_tx_t tx;
+
+/* Outputs are only meaningful after an INFER and until the next LOAD_INPUT (the model may reuse the
+ * input's arena bytes for outputs). READ_OUTPUT outside that window is refused instead of returning junk. */
+static int outputs_valid;
+
+/* ---- error messages without printf (not every port has a usable one) ---- */
+
+typedef struct {
+    char text[96];
+    size_t n;
+} msg_t;
+
+static void msg_str(msg_t *m, const char *s)
+{
+    while (*s != '\0' && m->n + 1 < sizeof m->text) {
+        m->text[m->n++] = *s++;
+    }
+    m->text[m->n] = '\0';
+}
+
+static void msg_u32(msg_t *m, uint32_t v)
+{
+    char digits[10];
+    int k = 0;
+
+    do {
+        uint32_t q = v / 10u;
+        digits[k++] = (char)('0' + (v - q * 10u));
+        v = q;
+    } while (v != 0 && k < 10);
+    while (k > 0 && m->n + 1 < sizeof m->text) {
+        m->text[m->n++] = digits[--k];
+    }
+    m->text[m->n] = '\0';
+}
+
+static void msg_hex8(msg_t *m, uint8_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    char s[5];
+
+    s[0] = '0';
+    s[1] = 'x';
+    s[2] = hex[v >> 4];
+    s[3] = hex[v & 0x0Fu];
+    s[4] = '\0';
+    msg_str(m, s);
+}
+
+static void msg_init(msg_t *m, const char *s)
+{
+    m->n = 0;
+    m->text[0] = '\0';
+    msg_str(m, s);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void bad_length(const hil_frame_t *f, const char *what)
+{
+    msg_t m;
+
+    msg_init(&m, what);
+    msg_str(&m, ": payload of ");
+    msg_u32(&m, f->length);
+    msg_str(&m, " bytes");
+    hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, m.text);
+}
+
+/* Checks offset + n <= size without overflow; replies BAD_REQUEST and returns 0 if not. */
+static int check_range(const hil_frame_t *f, const char *kind, uint8_t index, uint32_t offset, uint32_t n,
+                       uint32_t size)
+{
+    msg_t m;
+
+    if (offset <= size && n <= size - offset) {
+        return 1;
+    }
+    msg_init(&m, "range ");
+    msg_u32(&m, offset);
+    msg_str(&m, "+");
+    msg_u32(&m, n);
+    msg_str(&m, " beyond ");
+    msg_str(&m, kind);
+    msg_str(&m, " ");
+    msg_u32(&m, index);
+    msg_str(&m, " of ");
+    msg_u32(&m, size);
+    msg_str(&m, " bytes");
+    hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, m.text);
+    return 0;
+}
+
+static int check_index(const hil_frame_t *f, const char *kind, uint8_t index, uint8_t count)
+{
+    msg_t m;
+
+    if (index < count) {
+        return 1;
+    }
+    msg_init(&m, kind);
+    msg_str(&m, " index ");
+    msg_u32(&m, index);
+    msg_str(&m, " out of range (model has ");
+    msg_u32(&m, count);
+    msg_str(&m, ")");
+    hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, m.text);
+    return 0;
+}
+
+/* ---- handlers ---- */
+
+static void write_tensor_desc(const hil_tensor_info_t *t)
+{
+    uint32_t scale_bits;
+    int i;
+
+    memcpy(&scale_bits, &t->scale, sizeof scale_bits); /* IEEE 754 bits, sent little-endian */
+    hil_tx_u8(&tx, t->dtype);
+    hil_tx_u8(&tx, t->rank);
+    hil_tx_u16(&tx, 0);
+    for (i = 0; i < 4; i++) {
+        hil_tx_u32(&tx, t->dims[i]);
+    }
+    hil_tx_u32(&tx, (uint32_t)t->zero_point);
+    hil_tx_u32(&tx, scale_bits);
+    hil_tx_u32(&tx, t->bytes);
+}
+
+static void handle_hello(const hil_frame_t *f)
+{
+    const hil_model_info_t *mi = &hil_model_info;
+    uint32_t n_tensors = (uint32_t)mi->n_inputs + mi->n_outputs;
+    uint32_t i;
+
+    if (f->length != 0) {
+        bad_length(f, "HELLO takes no payload");
+        return;
+    }
+    hil_tx_begin(&tx, HIL_T_HELLO | HIL_REPLY_BIT, f->seq,
+                 (uint16_t)(INFO_FIXED_BYTES + TENSOR_DESC_BYTES * n_tensors));
+    hil_tx_u16(&tx, HIL_PROTOCOL_VERSION);
+    hil_tx_u16(&tx, hil_port_cycles_deterministic() ? INFO_FLAG_DETERMINISTIC : 0u);
+    hil_tx_str(&tx, FW_VERSION, 16);
+    hil_tx_str(&tx, BUILD_ID, 32);
+    hil_tx_str(&tx, hil_port_name(), 16);
+    hil_tx_str(&tx, mi->name, 32);
+    hil_tx_write(&tx, mi->sha256, 32);
+    hil_tx_u32(&tx, mi->arena_bytes);
+    hil_tx_u32(&tx, hil_port_clock_hz());
+    hil_tx_u32(&tx, HIL_RX_MAX);
+    hil_tx_u8(&tx, mi->n_inputs);
+    hil_tx_u8(&tx, mi->n_outputs);
+    hil_tx_u16(&tx, 0);
+    for (i = 0; i < mi->n_inputs; i++) {
+        write_tensor_desc(&mi->inputs[i]);
+    }
+    for (i = 0; i < mi->n_outputs; i++) {
+        write_tensor_desc(&mi->outputs[i]);
+    }
+    hil_tx_end(&tx);
+}
+
+static void handle_echo(const hil_frame_t *f)
+{
+    /* The receiver already refused anything longer than HIL_RX_MAX. */
+    hil_tx_begin(&tx, HIL_T_ECHO | HIL_REPLY_BIT, f->seq, f->length);
+    hil_tx_write(&tx, f->payload, f->length);
+    hil_tx_end(&tx);
+}
+
+static void handle_load_input(const hil_frame_t *f)
+{
+    const hil_tensor_info_t *t;
+    uint8_t index;
+    uint32_t offset;
+    uint32_t n;
+
+    if (f->length < LOAD_HEADER_BYTES) {
+        bad_length(f, "LOAD_INPUT needs u8 index, u32 offset, data");
+        return;
+    }
+    index = f->payload[0];
+    offset = get_u32(f->payload + 1);
+    n = (uint32_t)f->length - LOAD_HEADER_BYTES;
+    if (!check_index(f, "input", index, hil_model_info.n_inputs)) {
+        return;
+    }
+    t = &hil_model_info.inputs[index];
+    if (!check_range(f, "input", index, offset, n, t->bytes)) {
+        return;
+    }
+    memcpy(hil_model_arena() + t->arena_offset + offset, f->payload + LOAD_HEADER_BYTES, n);
+    outputs_valid = 0;
+
+    hil_tx_begin(&tx, HIL_T_LOAD_INPUT | HIL_REPLY_BIT, f->seq, 9);
+    hil_tx_u8(&tx, index);
+    hil_tx_u32(&tx, offset);
+    hil_tx_u32(&tx, n);
+    hil_tx_end(&tx);
+}
+
+static void handle_infer(const hil_frame_t *f)
+{
+    const hil_model_info_t *mi = &hil_model_info;
+    uint64_t c0, c1, t0, t1;
+    uint32_t reply_bytes;
+    int inline_outputs;
+    int rc;
+    uint32_t i;
+
+    if (f->length != 0) {
+        bad_length(f, "INFER takes no payload");
+        return;
+    }
+
+    /* Only the inference itself is inside the marker and the timestamps. */
+    hil_port_marker(1);
+    c0 = hil_port_cycles();
+    t0 = hil_port_time_us();
+    rc = hil_model_invoke();
+    c1 = hil_port_cycles();
+    t1 = hil_port_time_us();
+    hil_port_marker(0);
+
+    if (rc != 0) {
+        msg_t m;
+
+        outputs_valid = 0;
+        msg_init(&m, "hil_model_invoke returned ");
+        if (rc < 0) {
+            msg_str(&m, "-");
+            msg_u32(&m, (uint32_t)(-(rc + 1)) + 1u);
+        } else {
+            msg_u32(&m, (uint32_t)rc);
+        }
+        hil_send_error(f->seq, HIL_E_INFER_FAILED, f->type, m.text);
+        return;
+    }
+    outputs_valid = 1;
+
+    /* Inline when the whole reply fits one frame; the running sum stops growing once it is too large. */
+    reply_bytes = INFER_FIXED_BYTES + 4u * mi->n_outputs;
+    for (i = 0; i < mi->n_outputs && reply_bytes <= HIL_MAX_PAYLOAD; i++) {
+        reply_bytes += mi->outputs[i].bytes <= HIL_MAX_PAYLOAD ? mi->outputs[i].bytes : HIL_MAX_PAYLOAD + 1u;
+    }
+    inline_outputs = reply_bytes <= HIL_MAX_PAYLOAD;
+    if (!inline_outputs) {
+        reply_bytes = INFER_FIXED_BYTES + 4u * mi->n_outputs;
+    }
+
+    hil_tx_begin(&tx, HIL_T_INFER | HIL_REPLY_BIT, f->seq, (uint16_t)reply_bytes);
+    hil_tx_u8(&tx, 0); /* status: ok; a failed run is answered with ERROR INFER_FAILED instead */
+    hil_tx_u8(&tx, mi->n_outputs);
+    hil_tx_u8(&tx, inline_outputs ? INFER_FLAG_INLINE : 0u);
+    hil_tx_u8(&tx, 0);
+    hil_tx_u64(&tx, c1 - c0);
+    hil_tx_u64(&tx, t1 - t0);
+    for (i = 0; i < mi->n_outputs; i++) {
+        hil_tx_u32(&tx, mi->outputs[i].bytes);
+    }
+    if (inline_outputs) {
+        for (i = 0; i < mi->n_outputs; i++) {
+            hil_tx_write(&tx, hil_model_arena() + mi->outputs[i].arena_offset, mi->outputs[i].bytes);
+        }
+    }
+    hil_tx_end(&tx);
+}
+
+static void handle_read_output(const hil_frame_t *f)
+{
+    const hil_tensor_info_t *t;
+    uint8_t index;
+    uint32_t offset;
+    uint32_t n;
+
+    if (f->length != READ_REQUEST_BYTES) {
+        bad_length(f, "READ_OUTPUT needs u8 index, u32 offset, u16 length");
+        return;
+    }
+    index = f->payload[0];
+    offset = get_u32(f->payload + 1);
+    n = (uint32_t)(f->payload[5] | (f->payload[6] << 8));
+    if (!check_index(f, "output", index, hil_model_info.n_outputs)) {
+        return;
+    }
+    t = &hil_model_info.outputs[index];
+    if (!check_range(f, "output", index, offset, n, t->bytes)) {
+        return;
+    }
+    if (n > HIL_MAX_PAYLOAD - READ_REPLY_HEADER) {
+        hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, "READ_OUTPUT length above 65530");
+        return;
+    }
+    if (!outputs_valid) {
+        hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, "no INFER since the last LOAD_INPUT");
+        return;
+    }
+    hil_tx_begin(&tx, HIL_T_READ_OUTPUT | HIL_REPLY_BIT, f->seq, (uint16_t)(READ_REPLY_HEADER + n));
+    hil_tx_u8(&tx, index);
+    hil_tx_u32(&tx, offset);
+    hil_tx_write(&tx, hil_model_arena() + t->arena_offset + offset, n);
+    hil_tx_end(&tx);
+}
+
+static void dispatch(const hil_frame_t *f)
+{
+    msg_t m;
+
+    switch (f->type) {
+    case HIL_T_HELLO:
+        handle_hello(f);
+        break;
+    case HIL_T_ECHO:
+        handle_echo(f);
+        break;
+    case HIL_T_LOAD_INPUT:
+        handle_load_input(f);
+        break;
+    case HIL_T_INFER:
+        handle_infer(f);
+        break;
+    case HIL_T_READ_OUTPUT:
+        handle_read_output(f);
+        break;
+    default:
+        msg_init(&m, "unknown request type ");
+        msg_hex8(&m, f->type);
+        hil_send_error(f->seq, HIL_E_UNKNOWN_TYPE, f->type, m.text);
+        break;
+    }
+}
+
+int hil_app_run(void)
+{
+    hil_rx_init(&rx);
+    outputs_valid = 0;
+    for (;;) {
+        hil_frame_t frame;
+        hil_rx_event_t ev;
+        uint8_t *space;
+        size_t room;
+        int n;
+        msg_t m;
+
+        /* Answer everything already buffered before blocking on the port again. */
+        while ((ev = hil_rx_next(&rx, &frame)) != HIL_RX_NEED_MORE) {
+            if (ev == HIL_RX_FRAME) {
+                dispatch(&frame);
+            } else if (ev == HIL_RX_BAD_CRC) {
+                hil_send_error(frame.seq, HIL_E_BAD_CRC, frame.type, "payload crc mismatch");
+            } else {
+                msg_init(&m, "length ");
+                msg_u32(&m, frame.length);
+                msg_str(&m, " above rx_max ");
+                msg_u32(&m, HIL_RX_MAX);
+                hil_send_error(frame.seq, HIL_E_OVERSIZE, frame.type, m.text);
+            }
+        }
+        hil_port_flush();
+
+        space = hil_rx_space(&rx, &room);
+        n = hil_port_read(space, room);
+        if (n <= 0) {
+            return 0;
+        }
+        hil_rx_commit(&rx, (size_t)n);
+    }
+}

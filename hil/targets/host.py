@@ -1,0 +1,15 @@
+"""The host target: the firmware built as a POSIX program (device_fw/ports/host), on a pseudo-terminal.
+
+Its "cycles" are CLOCK_MONOTONIC nanoseconds (clock_hz 1e9): host wall-clock time, not device cycles.
+"""
+
+from __future__ import annotations
+
+from hil.targets.base import PtyProcessTarget
+
+
+class HostTarget(PtyProcessTarget):
+    name = "host"
+
+    def command(self) -> list[str]:
+        return [str(self.firmware.resolve())]

@@ -1,0 +1,43 @@
+"""The qemu target: the firmware's Xtensa build (device_fw/ports/qemu) on qemu-system-xtensa's lx106 core.
+
+Semihosting carries the protocol over QEMU's stdin/stdout, attached to a pseudo-terminal. `-icount
+shift=0,sleep=off` makes CCOUNT a deterministic function of the instructions executed (one 40 MHz tick per
+25 instructions), so cycle counts repeat exactly between runs. They are a relative measure on an emulated
+LX106, never an ESP32-S3 latency.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from hil.targets.base import PtyProcessTarget, TargetError
+
+QEMU_BINARY = "qemu-system-xtensa"
+# -display/-monitor/-serial none: plain -nographic would put the monitor on stdio and swallow input.
+QEMU_ARGS = [
+    "-M", "sim", "-cpu", "lx106",
+    "-display", "none", "-monitor", "none", "-serial", "none",
+    "-semihosting",
+    "-icount", "shift=0,sleep=off",
+]  # fmt: skip
+
+
+class QemuTarget(PtyProcessTarget):
+    name = "qemu"
+
+    def command(self) -> list[str]:
+        qemu = shutil.which(QEMU_BINARY)
+        if qemu is None:
+            from hil.firmware import toolchain_status
+
+            raise TargetError(f"qemu target: {toolchain_status('qemu')}")
+        return [qemu, *QEMU_ARGS, "-kernel", str(self.firmware.resolve())]
+
+    def describe_exit(self, code: int) -> str:
+        # ports/qemu/reset.S turns a guest CPU exception into a semihosting exit with 64 + EXCCAUSE, and a
+        # debug exception (a `break`, e.g. __builtin_trap()) into 63.
+        if 64 <= code < 128:
+            return f"exit status {code}: guest CPU exception, EXCCAUSE {code - 64}"
+        if code == 63:
+            return "exit status 63: guest debug exception (a break instruction, e.g. __builtin_trap())"
+        return super().describe_exit(code)

@@ -1,0 +1,235 @@
+"""Request/response client of the HIL protocol (device_fw/PROTOCOL.md) over a `Link`.
+
+Every request waits for the reply with its own `seq`; anything else that arrives (a late reply to an
+earlier request, an error about a frame the host no longer cares about) is discarded. A request whose
+reply times out, comes back with a bad CRC, or is answered by ERROR BAD_CRC is resent with the same `seq`,
+up to `retries` times: every request is idempotent on the device, so a repeat is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from hil.transport.frame import (
+    LOAD_HEADER_SIZE,
+    MAX_READ_CHUNK,
+    CorruptFrame,
+    DeviceInfo,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    FrameType,
+    InferResult,
+    ProtocolError,
+    encode_frame,
+    error_name,
+    parse_error,
+    parse_infer_reply,
+    parse_info,
+    tensor_from_bytes,
+    type_name,
+)
+from hil.transport.link import Link, LinkError, LinkTimeout
+
+log = logging.getLogger("hil.transport")
+
+
+class DeviceError(RuntimeError):
+    """The device answered a request with ERROR."""
+
+    def __init__(self, code: int, request_type: int, message: str, port: str) -> None:
+        self.code = code
+        self.request_type = request_type
+        self.message = message
+        self.port = port
+        super().__init__(f"{port}: {type_name(request_type)} failed: {error_name(code)}: {message}")
+
+    @property
+    def name(self) -> str:
+        return error_name(self.code)
+
+
+class InputMismatch(ValueError):
+    """Inputs given to `infer()`/`load_input()` do not match the tensors the device reported."""
+
+
+class DeviceClient:
+    """Talks to one device. `timeout` bounds each reply wait (INFER uses `infer_timeout`), `retries` is the
+    number of resends after the first attempt."""
+
+    def __init__(
+        self, link: Link, *, retries: int = 3, timeout: float | None = None, infer_timeout: float = 60.0
+    ) -> None:
+        self.link = link
+        self.retries = retries
+        self.timeout = link.timeout if timeout is None else timeout
+        self.infer_timeout = infer_timeout
+        self.info: DeviceInfo | None = None
+        self.resends = 0  # total resends so far, for tests and logs
+        self._decoder = FrameDecoder()
+        self._pending: list[Frame | CorruptFrame] = []  # decoded but not yet consumed
+        self._seq = 0
+
+    # ---- framing ----
+
+    def next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def read_event(self, timeout: float | None = None) -> Frame | CorruptFrame:
+        """The next frame or corrupt-frame report from the device, whatever its seq."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            if self._pending:
+                return self._pending.pop(0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LinkTimeout(f"{self.link.name}: no frame within {limit:g} s")
+            data = self.link.read_some(timeout=remaining, expecting="a reply frame")
+            self._pending.extend(self._decoder.feed(data))
+
+    def request(self, type: int, payload: bytes = b"", *, timeout: float | None = None) -> Frame:
+        """Sends one request and returns its reply frame (type | 0x80). Raises DeviceError on ERROR,
+        LinkTimeout when no reply came after all retries."""
+        limit = self.timeout if timeout is None else timeout
+        seq = self.next_seq()
+        raw = encode_frame(type, seq, payload)
+        what = f"{type_name(type)} seq={seq}"
+        reason, timed_out = "", False
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.resends += 1
+            self.link.write(raw)
+            log.debug("%s: sent %s, %d payload bytes (attempt %d)", self.link.name, what, len(payload), attempt + 1)
+            outcome = self._await_reply(type, seq, limit)
+            if isinstance(outcome, Frame):
+                return outcome
+            reason, timed_out = outcome
+            log.info(
+                "%s: %s: %s; %s",
+                self.link.name,
+                what,
+                reason,
+                "resending" if attempt < self.retries else "giving up",
+            )
+        error = LinkTimeout if timed_out else LinkError
+        raise error(
+            self.link.explain(
+                f"{self.link.name}: {what}: {reason} (after {self.retries + 1} attempts, {limit:g} s each)"
+            )
+        )
+
+    def _await_reply(self, type_: int, seq: int, limit: float) -> Frame | tuple[str, bool]:
+        """The reply frame, or why to resend and whether that was a timeout."""
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                event = self.read_event(max(deadline - time.monotonic(), 0.0))
+            except LinkTimeout:
+                return f"no reply within {limit:g} s", True
+            if event.seq != seq:
+                log.debug("%s: discarded stale %s seq=%d", self.link.name, event, event.seq)
+                continue
+            if isinstance(event, CorruptFrame):
+                return f"reply was corrupt ({event.reason})", False
+            if event.type == FrameType.ERROR:
+                err = parse_error(event.payload)
+                if err.code == ErrorCode.BAD_CRC:
+                    return "the device received it with a bad CRC", False
+                raise DeviceError(err.code, err.request_type, err.message, self.link.name)
+            if event.type != type_ | 0x80:
+                log.debug("%s: discarded %s with matching seq=%d", self.link.name, type_name(event.type), seq)
+                continue
+            return event
+
+    # ---- requests ----
+
+    def hello(self) -> DeviceInfo:
+        reply = self.request(FrameType.HELLO)
+        self.info = parse_info(reply.payload)
+        return self.info
+
+    def echo(self, data: bytes) -> bytes:
+        reply = self.request(FrameType.ECHO, bytes(data))
+        return reply.payload
+
+    def _require_info(self) -> DeviceInfo:
+        return self.info if self.info is not None else self.hello()
+
+    def load_input(self, index: int, array: np.ndarray) -> None:
+        """Writes input tensor `index` in chunks that fit the device's rx_max."""
+        info = self._require_info()
+        if not 0 <= index < len(info.inputs):
+            raise InputMismatch(f"input index {index} out of range: the model has {len(info.inputs)} inputs")
+        data = self._check_input(index, array).tobytes()
+        chunk = info.rx_max - LOAD_HEADER_SIZE
+        for offset in range(0, len(data), chunk):
+            part = data[offset : offset + chunk]
+            reply = self.request(FrameType.LOAD_INPUT, struct.pack("<BI", index, offset) + part)
+            got_index, got_offset, written = struct.unpack("<BII", reply.payload)
+            if (got_index, got_offset, written) != (index, offset, len(part)):
+                raise ProtocolError(
+                    f"{self.link.name}: LOAD_INPUT reply ({got_index}, {got_offset}, {written}) "
+                    f"does not match the request ({index}, {offset}, {len(part)})"
+                )
+
+    def _check_input(self, index: int, array: np.ndarray) -> np.ndarray:
+        spec = self._require_info().inputs[index]
+        array = np.asarray(array)
+        if array.dtype != spec.dtype:
+            raise InputMismatch(f"input {index} is {array.dtype}, the device expects {spec.dtype}")
+        if tuple(array.shape) != spec.shape:
+            raise InputMismatch(f"input {index} has shape {tuple(array.shape)}, the device expects {spec.shape}")
+        return np.ascontiguousarray(array)
+
+    def read_output(self, index: int, offset: int, length: int) -> bytes:
+        reply = self.request(FrameType.READ_OUTPUT, struct.pack("<BIH", index, offset, length))
+        got_index, got_offset = struct.unpack_from("<BI", reply.payload)
+        data = reply.payload[5:]
+        if (got_index, got_offset, len(data)) != (index, offset, length):
+            raise ProtocolError(
+                f"{self.link.name}: READ_OUTPUT reply ({got_index}, {got_offset}, {len(data)} bytes)"
+                f" does not match the request ({index}, {offset}, {length})"
+            )
+        return data
+
+    def infer(self, inputs: Sequence[np.ndarray] | None = None) -> InferResult:
+        """Loads `inputs` (None: use what is loaded), runs the model and returns its outputs."""
+        info = self._require_info()
+        if inputs is not None:
+            if len(inputs) != len(info.inputs):
+                raise InputMismatch(f"got {len(inputs)} inputs, the device's model has {len(info.inputs)}")
+            checked = [self._check_input(i, a) for i, a in enumerate(inputs)]
+            for i, array in enumerate(checked):
+                self.load_input(i, array)
+        reply = parse_infer_reply(self.request(FrameType.INFER, timeout=self.infer_timeout).payload)
+        if len(reply.sizes) != len(info.outputs):
+            raise ProtocolError(
+                f"{self.link.name}: INFER reported {len(reply.sizes)} outputs, INFO {len(info.outputs)}"
+            )
+        outputs = []
+        for i, spec in enumerate(info.outputs):
+            if reply.inline:
+                raw = reply.data[i]
+            else:
+                raw = b"".join(
+                    self.read_output(i, off, min(MAX_READ_CHUNK, spec.size - off))
+                    for off in range(0, spec.size, MAX_READ_CHUNK)
+                )
+            outputs.append(tensor_from_bytes(raw, spec))
+        return InferResult(outputs, reply.cycles, reply.time_us, info.clock_hz, reply.inline)
+
+    def close(self) -> None:
+        self.link.close()
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
