@@ -49,7 +49,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hil.model.artifacts import resolve_model
     from hil.model.reference import TflmReference
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if args.images < 1:
         console.print("[red]--images must be at least 1[/]")
         return EXIT_USAGE
@@ -78,8 +78,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = write_report(result, paths.REPORTS)
     if result.cycles:
         mean_cycles = sum(result.cycles) / len(result.cycles)
-        console.print(f"mean {mean_cycles:,.0f} cycles per inference at {result.clock_hz / 1e6:g} MHz "
-                      f"({PROVENANCE[args.target]}); {result.wall_s:.1f} s wall; report {report}")
+        console.print(f"mean {mean_cycles:,.0f} cycles per inference ({result.clock_hz / 1e6:g} MHz counter, "
+                      f"{args.target}: see provenance above); {result.wall_s:.1f} s wall; report {report}")
     print(result.summary_line())
     return 0 if result.ok else EXIT_FAILED
 

@@ -109,6 +109,8 @@ def open_dut(model: DeviceModel, options: DutOptions) -> Dut:
     url = target.start()
     try:
         link = open_link(url, baudrate=options.baud, timeout=options.timeout_s)
+        # A dead emulator fails the next read at once, with the target's own account of why it exited.
+        link.diagnose = getattr(target, "diagnose", None)
         client = DeviceClient(link)
         info = client.hello()
     except BaseException:
