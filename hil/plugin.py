@@ -2,10 +2,12 @@
 
     pytest --hil-target qemu                       # the emulated default: CI, no board needed
     pytest --hil-target esp32s3 --hil-port /dev/ttyUSB0 --hil-baud 2000000 --hil-fw device_fw/ports/esp32s3/build
+    pytest --hil-bench fixtures/benches/esp32s3-n6705c.yaml    # the same from a bench file
 
-Every option has an ini equivalent (`hil_target = qemu` in pytest.ini / [tool.pytest.ini_options]). The `dut`
-fixture is session-scoped: a board is flashed and reset once per session, not once per test. Each test that uses
-the device gets its own log file with the protocol traffic under <report dir>/logs/.
+Explicit options win over the bench file, which wins over the defaults. Every option has an ini equivalent
+(`hil_target = qemu` in pytest.ini / [tool.pytest.ini_options]). The `dut` fixture is session-scoped: a board
+is flashed and reset once per session, not once per test. Each test that uses the device gets its own log file
+with the protocol traffic under <report dir>/logs/.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 import pytest
 
 from hil import paths
+from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
 
 _OPTIONS = (
     # (name, ini name, help, default)
+    ("--hil-bench", "hil_bench", "bench file (YAML, fixtures/benches/): target, port, baud, firmware, model", None),
     ("--hil-target", "hil_target", f"device under test: {', '.join(TARGETS)} (default qemu)", "qemu"),
     ("--hil-port", "hil_port", "esp32s3: serial port or URL (socket://host:port, rfc2217://host:port)", None),
     ("--hil-baud", "hil_baud", "serial baud rate of the protocol link (default 2000000)", "2000000"),
@@ -43,10 +47,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="esp32s3: use the firmware already on the board (still checked by model sha256)")
 
 
+_BENCH_KEY = pytest.StashKey["Bench | None"]()
+
+
+def _bench_values(bench: Bench) -> dict[str, str | None]:
+    return {
+        "hil_target": bench.target,
+        "hil_port": bench.serial.url if bench.serial else None,
+        "hil_baud": str(bench.serial.baud) if bench.serial else None,
+        "hil_fw": str(bench.build_dir) if bench.build_dir else None,
+        "hil_model": str(bench.model_dir) if bench.model_dir else None,
+    }
+
+
 def _get(config: pytest.Config, ini: str) -> str | None:
     value = config.getoption(ini)
     if value is None:
         value = config.getini(ini)
+    if value is None and ini != "hil_bench":
+        bench = config.stash.get(_BENCH_KEY, None)
+        if bench is not None:
+            value = _bench_values(bench).get(ini)
     if value is None:
         value = next(d for _f, i, _h, d in _OPTIONS if i == ini)
     return value
@@ -61,6 +82,12 @@ def _int_option(config: pytest.Config, ini: str) -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    bench_file = _get(config, "hil_bench")
+    if bench_file:
+        try:
+            config.stash[_BENCH_KEY] = load_bench(bench_file)
+        except BenchError as exc:
+            raise pytest.UsageError(f"--hil-bench: {exc}") from None
     target = _get(config, "hil_target")
     if target not in TARGETS:
         raise pytest.UsageError(f"--hil-target: unknown target '{target}'; choose one of {', '.join(TARGETS)}")
@@ -83,10 +110,21 @@ def hil_options(pytestconfig: pytest.Config) -> DutOptions:
         port=_get(pytestconfig, "hil_port"),
         baud=_int_option(pytestconfig, "hil_baud"),
         firmware=Path(fw) if fw else None,
-        flash=not pytestconfig.getoption("hil_no_flash"),
+        flash=not pytestconfig.getoption("hil_no_flash") and _bench_flash(pytestconfig),
         log_dir=report_dir(pytestconfig) / "logs",
         timeout_s=float(_get(pytestconfig, "hil_timeout")),
     )
+
+
+def _bench_flash(config: pytest.Config) -> bool:
+    bench = config.stash.get(_BENCH_KEY, None)
+    return bench.flash if bench is not None else True
+
+
+@pytest.fixture(scope="session")
+def hil_bench(pytestconfig: pytest.Config) -> Bench | None:
+    """The bench description given with --hil-bench (resources such as the power analyzer), or None."""
+    return pytestconfig.stash.get(_BENCH_KEY, None)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,9 @@ def test_dut_is_session_scoped_and_each_test_gets_a_log(pytester):
     result.assert_outcomes(passed=2)
     logs = sorted(p.name for p in (pytester.path / "out" / "logs").glob("*.log"))
     assert logs == ["test_inner.py_test_first.log", "test_inner.py_test_second.log"]
+    first_log = (pytester.path / "out" / "logs" / "test_inner.py_test_first.log").read_text()
+    assert "sent INFER" in first_log  # the protocol traffic of that test, and only of that test
+    assert "sent INFER" not in (pytester.path / "out" / "logs" / "test_inner.py_test_second.log").read_text()
 
 
 @pytest.mark.timeout(120)
@@ -55,3 +58,27 @@ def test_non_numeric_baud_is_a_usage_error(pytester):
     result = pytester.runpytest("--hil-target", "host", "--hil-baud", "fast")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*hil-baud*'fast' is not a whole number*"])
+
+
+def test_bench_file_supplies_the_options_and_explicit_options_win(pytester):
+    bench = pytester.path / "bench.yaml"
+    bench.write_text("name: lab1\ntarget: esp32s3\nresources:\n  serial:\n    url: rfc2217://lab1:4000\n"
+                     "    baud: 921600\nfirmware:\n  flash: false\n")
+    pytester.makepyfile(test_inner="""
+def test_options(hil_options, hil_bench):
+    assert hil_bench.name == "lab1"
+    assert (hil_options.target, hil_options.port, hil_options.baud) == ("esp32s3", "rfc2217://lab1:4000", 921600)
+    assert hil_options.flash is False
+""")
+    pytester.runpytest("--hil-bench", str(bench)).assert_outcomes(passed=1)
+    pytester.makepyfile(test_inner="def test_options(hil_options):\n    assert hil_options.baud == 115200\n")
+    pytester.runpytest("--hil-bench", str(bench), "--hil-baud", "115200").assert_outcomes(passed=1)
+
+
+def test_broken_bench_file_is_a_usage_error_naming_the_key(pytester):
+    bench = pytester.path / "bench.yaml"
+    bench.write_text("name: lab1\ntarget: esp32s3\nresources:\n  serial:\n    url: /dev/ttyUSB0\n    baud: fast\n")
+    pytester.makepyfile(test_inner="def test_x():\n    pass\n")
+    result = pytester.runpytest("--hil-bench", str(bench))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--hil-bench*bench.yaml*baud*"])
