@@ -5,6 +5,7 @@
     hil compile  MODEL.tflite --out DIR
     hil info     --target ...           (HELLO: what the device runs)
     hil synth    [--out DIR]            (regenerate the random-weights stand-in model; needs TensorFlow)
+    hil train    --run-dir DIR [--preset cpu|gpu|auto] [--set KEY=VALUE ...]   (AgileNN; resumable)
 
 Exit codes: 0 success, 1 the check failed (a mismatch), 2 wrong usage or bad input, 3 the device or its
 tools could not be started.
@@ -121,7 +122,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     from hil.model.artifacts import resolve_model
 
     with open_dut(resolve_model(args.model), _options(args)) as dut:
-        print(dut.info)
+        info = dut.info
+        rows = [
+            ("port", f"{info.port} ({PROVENANCE[args.target]})"),
+            ("firmware", f"{info.firmware_version}, build {info.build_id}, protocol v{info.protocol_version}"),
+            ("model", f"{info.model_name}, sha256 {info.model_sha256}"),
+            ("arena", f"{info.arena_bytes:,} bytes"),
+            ("cycle counter", f"{info.clock_hz / 1e6:g} MHz" + (", deterministic" if info.cycles_deterministic
+                                                                 else "")),
+            ("max request", f"{info.rx_max:,} bytes"),
+        ]
+        for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
+            for i, t in enumerate(tensors):
+                rows.append((f"{kind} {i}", f"{t.dtype} {tuple(t.shape)}, scale {t.scale:.6g}, "
+                                            f"zero point {t.zero_point}, {t.size:,} bytes"))
+        for key, value in rows:
+            print(f"{key:>14}: {value}")
     return 0
 
 
@@ -130,6 +146,44 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     write_synthetic_model(args.out)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    import json
+
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set '{pair}': expected KEY=VALUE, e.g. --set joint_epochs=30")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw  # a plain string such as a data set path
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from hil.train.config import TrainConfig
+    from hil.train.trainer import train
+
+    overrides = _parse_overrides(args.set)
+    if args.data:
+        overrides["dataset"] = args.data
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.json").is_file() and not args.set and not args.data:
+        config = TrainConfig.from_json(run_dir / "config.json")  # resume exactly what was started
+    else:
+        config = getattr(TrainConfig, args.preset)(**overrides)
+    result = train(config, run_dir, progress=not args.quiet, stop_after_epochs=args.max_epochs)
+    if not result.complete:
+        print(f"stopped after --max-epochs {args.max_epochs} ({result.seconds:.0f} s); run the same command to resume")
+        return 0
+    print(json.dumps({"run_dir": str(run_dir), "evaluation": result.evaluation, "seconds": round(result.seconds)},
+                     indent=2, default=str))
     return 0
 
 
@@ -161,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="ask the device what it runs (HELLO)")
     _add_device_options(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train AgileNN (resumes from the run directory's checkpoints)")
+    p.add_argument("--run-dir", required=True, help="where checkpoints, metrics and trained parts go")
+    p.add_argument("--preset", choices=("cpu", "gpu", "auto"), default="auto",
+                   help="schedule: cpu (~90 min on 2 cores), gpu (long), auto (gpu when TensorFlow sees one)")
+    p.add_argument("--data", help="data set: 'cifar10' (keras download), a .npz, or an image folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig field (JSON value), e.g. --set joint_epochs=30")
+    p.add_argument("--max-epochs", type=int, help="stop after this many epochs in this call (resume later)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("synth", help="regenerate the random-weights stand-in model (needs TensorFlow)")
     p.add_argument("--out", type=Path, default=paths.DEFAULT_MODEL)

@@ -105,3 +105,21 @@ def test_uint8_images_are_quantized_with_the_input_parameters(tmp_path):
     spec = InputSpec((1, 1, 2), scale=1 / 255, zero_point=-128)
     [[tensor]] = list(file_inputs(tmp_path / "x.npy", [spec], 1))
     assert tensor.tolist() == [[[-128, 127]]]
+
+
+@pytest.mark.timeout(60)
+def test_info_prints_what_the_device_reports(capsys):
+    assert main(["info", "--target", "host"]) == 0
+    out = capsys.readouterr().out
+    assert "model: synthetic-extractor, sha256 " in out
+    assert "input 0: int8 (1, 96, 96, 3)" in out
+    assert "emulated (host build" in out
+
+
+def test_train_overrides_are_json_values_and_bad_ones_are_explained():
+    from hil.cli import _parse_overrides
+
+    assert _parse_overrides(["joint_epochs=30", "lam=0.3", "dataset=data/x.npz"]) == {
+        "joint_epochs": 30, "lam": 0.3, "dataset": "data/x.npz"}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        _parse_overrides(["joint_epochs"])
