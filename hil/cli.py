@@ -6,6 +6,7 @@
     hil info     --target ...           (HELLO: what the device runs)
     hil synth    [--out DIR]            (regenerate the random-weights stand-in model; needs TensorFlow)
     hil train    --run-dir DIR [--preset cpu|gpu|auto] [--set KEY=VALUE ...]   (AgileNN; resumable)
+    hil export   --run-dir DIR --out models/NAME [--name NAME] [--test-limit N]  (int8 device part, card)
 
 Exit codes: 0 success, 1 the check failed (a mismatch), 2 wrong usage or bad input, 3 the device or its
 tools could not be started.
@@ -187,6 +188,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from hil.export.agilenn import export_agilenn
+
+    if args.test_limit is not None and args.test_limit < 1:
+        print("hil export: --test-limit must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out)
+    card = export_agilenn(Path(args.run_dir), out, name=args.name or out.name, test_limit=args.test_limit)
+    acc, dev = card["accuracy"], card["device"]
+    lo, hi = acc["combined_int8_ci95"]
+    print(f"{out}: combined int8 {acc['combined_int8']:.4f} (95% CI {lo:.4f}..{hi:.4f}) on {acc['samples']} test "
+          f"images, float {acc['combined_float']:.4f}, local {acc['local_only']:.4f}, remote {acc['remote_only']:.4f}; "
+          f"skewness {card['skewness']:.3f}; payload {card['payload_bits']} bits; device weights "
+          f"{dev['weights_bytes']} B, arena {dev['arena_bytes']} B, {dev['macs']:,} MACs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol traffic and tool output")
@@ -226,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, help="stop after this many epochs in this call (resume later)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a finished AgileNN run into a model directory (int8 + C + card)")
+    p.add_argument("--run-dir", required=True, help="the finished training run (hil train --run-dir)")
+    p.add_argument("--out", required=True, help="model directory to write, e.g. models/agilenn-cifar10")
+    p.add_argument("--name", help="model name (default: the directory name)")
+    p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only (default: all)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("synth", help="regenerate the random-weights stand-in model (needs TensorFlow)")
     p.add_argument("--out", type=Path, default=paths.DEFAULT_MODEL)
