@@ -1,0 +1,213 @@
+"""What the per-operator lowerings share: the lowered-call records and the checks every lowering uses.
+
+`KernelCall` is one operator lowered to a kernel call (or an alias); `ConstArray` is a constant it emits into
+flash. The helpers fetch an operator's tensors and raise UnsupportedModelError, naming the operator or tensor
+and what to change, for anything the int8 kernel core cannot run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hil.model import quantization as qz
+from hil.model.tflite_reader import (
+    ACTIVATION_NAMES,
+    PADDING_NAMES,
+    Graph,
+    Operator,
+    Tensor,
+    UnsupportedModelError,
+)
+
+
+@dataclass
+class ConstArray:
+    """A constant array emitted into flash (weights, biases, multipliers, shifts)."""
+
+    symbol: str
+    ctype: str  # "int8_t" or "int32_t"
+    values: np.ndarray  # 1-D
+    comment: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+
+
+@dataclass
+class KernelCall:
+    """One operator lowered to `kernel(&params, args..., output)`, or an alias when kernel is None."""
+
+    op_index: int
+    opcode: str
+    kernel: str | None  # C function, None for an alias (no code, shared bytes)
+    params_type: str | None
+    params: dict[str, Any]  # field -> int, list[int] (C array) or str (symbol or NULL)
+    args: list[int | str]  # arena tensor indices or const array symbols, in kernel argument order
+    outputs: list[int]
+    consts: list[ConstArray] = field(default_factory=list)
+    macs: int = 0
+    summary: str = ""
+    input_shapes: list[list[int]] = field(default_factory=list)
+    output_shapes: list[list[int]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checks shared by the lowerings
+
+
+def tensor(graph: Graph, op: Operator, pos: int, what: str) -> Tensor:
+    if pos >= len(op.inputs) or op.inputs[pos] < 0:
+        raise UnsupportedModelError(f"{op.describe()} has no {what} input")
+    return graph.tensors[op.inputs[pos]]
+
+
+def optional(graph: Graph, op: Operator, pos: int) -> Tensor | None:
+    if pos >= len(op.inputs) or op.inputs[pos] < 0:
+        return None
+    return graph.tensors[op.inputs[pos]]
+
+
+def output(graph: Graph, op: Operator) -> Tensor:
+    if len(op.outputs) != 1:
+        raise UnsupportedModelError(f"{op.describe()} has {len(op.outputs)} outputs; expected 1")
+    return graph.tensors[op.outputs[0]]
+
+
+def require_int8_activation(op: Operator, t: Tensor, role: str, allow_const: bool = False) -> None:
+    if t.dtype != "int8":
+        raise UnsupportedModelError(
+            f"{op.describe()}: {role} {t.describe()} is {t.dtype}, but only int8 activations are supported; "
+            "convert with full-integer quantization (representative dataset, "
+            "supported_ops=[TFLITE_BUILTINS_INT8], inference_input_type/inference_output_type=int8)"
+        )
+    if t.quant is None:
+        raise UnsupportedModelError(f"{op.describe()}: {role} {t.describe()} has no quantization parameters")
+    if t.quant.per_channel:
+        raise UnsupportedModelError(
+            f"{op.describe()}: {role} {t.describe()} is quantized per channel; activations must be per tensor"
+        )
+    if t.is_const and not allow_const:
+        raise UnsupportedModelError(f"{op.describe()}: {role} {t.describe()} is a constant")
+
+
+def require_weights(op: Operator, t: Tensor, axis: int, channels: int) -> None:
+    if t.dtype != "int8" or not t.is_const:
+        raise UnsupportedModelError(
+            f"{op.describe()}: weights {t.describe()} must be constant int8 "
+            "(hybrid, int4 or float weights are not supported)"
+        )
+    if t.quant is None:
+        raise UnsupportedModelError(f"{op.describe()}: weights {t.describe()} have no quantization parameters")
+    if any(z != 0 for z in t.quant.zero_points):
+        raise UnsupportedModelError(
+            f"{op.describe()}: weights {t.describe()} have a non-zero zero point; TFLM requires symmetric weights"
+        )
+    if t.quant.per_channel and (t.quant.axis != axis or len(t.quant.scales) != channels):
+        raise UnsupportedModelError(
+            f"{op.describe()}: weights {t.describe()} are quantized per channel along axis {t.quant.axis} "
+            f"with {len(t.quant.scales)} scales; expected axis {axis} with {channels}"
+        )
+
+
+def bias(op: Operator, t: Tensor | None, channels: int) -> np.ndarray | None:
+    if t is None:
+        return None
+    if t.dtype != "int32" or not t.is_const:
+        raise UnsupportedModelError(
+            f"{op.describe()}: bias {t.describe()} must be a constant int32 (int64 bias is for 16x8 models)"
+        )
+    if t.size != channels:
+        raise UnsupportedModelError(f"{op.describe()}: bias {t.describe()} does not have {channels} values")
+    return t.data.reshape(-1).astype(np.int64)
+
+
+def activation(op: Operator, out: Tensor) -> tuple[str, int, int]:
+    name = ACTIVATION_NAMES.get(op.options.get("fused_activation_function", 0), "?")
+    if name not in ("NONE", "RELU", "RELU6", "RELU_N1_TO_1"):
+        raise UnsupportedModelError(
+            f"{op.describe()}: fused activation {name} is not supported (only NONE, RELU, RELU6, RELU_N1_TO_1)"
+        )
+    lo, hi = qz.activation_range(name, out.quant.scale, out.quant.zero_point)
+    return name, lo, hi
+
+
+def padding(op: Operator) -> str:
+    name = PADDING_NAMES.get(op.options.get("padding", -1))
+    if name not in ("SAME", "VALID"):
+        raise UnsupportedModelError(f"{op.describe()}: unknown padding {op.options.get('padding')}")
+    return name
+
+
+def nhwc(op: Operator, t: Tensor, role: str) -> tuple[int, int, int, int]:
+    if len(t.shape) != 4:
+        raise UnsupportedModelError(f"{op.describe()}: {role} {t.describe()} must be 4-D (NHWC)")
+    n, h, w, c = t.shape
+    return int(n), int(h), int(w), int(c)
+
+
+def check_spatial(op: Operator, padding: str, in_size: int, f: int, stride: int, dil: int, out: int, axis: str):
+    if stride < 1 or dil < 1:
+        raise UnsupportedModelError(f"{op.describe()}: stride and dilation must be >= 1")
+    expected = qz.compute_out_size(padding, in_size, f, stride, dil)
+    if expected != out:
+        raise UnsupportedModelError(f"{op.describe()}: output {axis} is {out} but {padding} padding gives {expected}")
+    return qz.compute_padding(stride, dil, in_size, f, out)
+
+
+def shape_str(shape: tuple[int, ...] | list[int]) -> str:
+    return "x".join(str(d) for d in shape) if len(shape) else "scalar"
+
+
+def const_int_list(op: Operator, t: Tensor | None, what: str) -> list[int]:
+    if t is None or not t.is_const or t.dtype not in ("int32", "int64"):
+        raise UnsupportedModelError(f"{op.describe()}: {what} must be a constant int32 tensor")
+    return [int(v) for v in t.data.reshape(-1)]
+
+
+def call(
+    op: Operator,
+    kernel: str,
+    params_type: str,
+    params: dict[str, Any],
+    args: list[int | str],
+    out: Tensor,
+    graph: Graph,
+    summary: str,
+    consts: list[ConstArray] | None = None,
+    macs: int = 0,
+) -> KernelCall:
+    return KernelCall(
+        op_index=op.index,
+        opcode=op.opcode,
+        kernel=kernel,
+        params_type=params_type,
+        params=params,
+        args=args,
+        outputs=[out.index],
+        consts=consts or [],
+        macs=macs,
+        summary=summary,
+        input_shapes=[list(graph.tensors[i].shape) for i in op.inputs if i >= 0],
+        output_shapes=[list(out.shape)],
+    )
+
+
+def requant_arrays(prefix: str, multipliers: list[int], shifts: list[int]) -> list[ConstArray]:
+    return [
+        ConstArray(
+            f"{prefix}_multiplier",
+            "int32_t",
+            np.array(multipliers, dtype=np.int64),
+            "Q0.31 requantization multipliers",
+        ),
+        ConstArray(
+            f"{prefix}_shift",
+            "int32_t",
+            np.array(shifts, dtype=np.int64),
+            "requantization shifts (> 0: left)",
+        ),
+    ]
