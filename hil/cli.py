@@ -6,6 +6,8 @@
     hil info     --target ...           (HELLO: what the device runs)
     hil synth    [--out DIR]            (regenerate the random-weights stand-in model; needs TensorFlow)
     hil train    --run-dir DIR [--preset cpu|gpu|auto] [--set KEY=VALUE ...]   (AgileNN; resumable)
+    hil measure  --target ... --images N [--hil-visa RESOURCE]   (latency, energy, power; simulated analyzer
+                                                                  when no resource is given)
     hil export   --run-dir DIR --out models/NAME [--name NAME] [--test-limit N]  (int8 device part, card)
 
 Exit codes: 0 success, 1 the check failed (a mismatch), 2 wrong usage or bad input, 3 the device or its
@@ -255,7 +257,75 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="regenerate the random-weights stand-in model (needs TensorFlow)")
     p.add_argument("--out", type=Path, default=paths.DEFAULT_MODEL)
     p.set_defaults(func=cmd_synth)
+
+    _add_measure_parser(sub)  # hil measure (power analyzer); defined below
     return parser
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hil measure: latency and energy through a power analyzer (hil.instruments, hil.measure)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _add_measure_parser(sub: argparse._SubParsersAction) -> None:
+    from hil.measure.link import LINKS
+
+    p = sub.add_parser("measure", help="latency, energy and power per inference through a power analyzer "
+                                       "(the simulated N6705C unless --hil-visa names an instrument)")
+    _add_device_options(p)
+    p.add_argument("--images", type=int, default=20, help="inferences to measure")
+    p.add_argument("--hil-visa", "--visa", dest="visa", metavar="RESOURCE",
+                   help="VISA resource of the analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR (default: simulated)")
+    p.add_argument("--hil-analyzer", "--analyzer", dest="analyzer", metavar="DRIVER",
+                   help="n6705c, ngm202 or k2280s (default: picked from *IDN?)")
+    p.add_argument("--channel", type=int, default=1, help="analyzer channel that powers the DUT")
+    p.add_argument("--mode", choices=("window", "span"), default="window",
+                   help="window: energy per marker window; span: first to last edge / N (MLPerf Tiny)")
+    p.add_argument("--subtract-idle", action="store_true",
+                   help="subtract the idle power (measured between inferences) from each inference")
+    p.add_argument("--idle-power-mw", type=float,
+                   help="subtract this configured idle power instead of the measured one (implies --subtract-idle)")
+    p.add_argument("--link", action="append", choices=tuple(LINKS), dest="links",
+                   help="offload link model(s) to report (default: all)")
+    p.add_argument("--payload-bytes", type=int, help="offload payload (default: the model's remote_* outputs)")
+    p.add_argument("--sample-interval", type=float, default=20.48e-6, help="digitizer sample interval, seconds")
+    p.add_argument("--trigger", choices=("external", "software"), default="external",
+                   help="external: the DUT's marker pin starts the capture; software: *TRG before the run")
+    p.add_argument("--trigger-pin", type=int, default=1, help="analyzer digital pin wired to the marker GPIO")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of the simulated analyzer's noise")
+    p.set_defaults(func=cmd_measure)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hil.measure.link import LINKS
+    from hil.measure.run import MeasureOptions, run_measure, write_report
+    from hil.model.artifacts import resolve_model
+
+    console = Console(stderr=True, soft_wrap=True)
+    if args.images < 1:
+        console.print("[red]--images must be at least 1[/]")
+        return EXIT_USAGE
+    options = MeasureOptions(
+        images=args.images, seed=args.seed, mode=args.mode,
+        subtract_idle=args.subtract_idle or args.idle_power_mw is not None,
+        idle_power_w=None if args.idle_power_mw is None else args.idle_power_mw / 1e3,
+        links=tuple(args.links or LINKS), payload_bytes=args.payload_bytes, sample_interval_s=args.sample_interval,
+        trigger=args.trigger, trigger_pin=args.trigger_pin,
+    )
+    model = resolve_model(args.model)
+    console.print(f"model {model.name} on {args.target}: {PROVENANCE[args.target]}; analyzer: "
+                  f"{args.visa or 'simulated N6705C (ESP32-S3 datasheet power model)'}")
+    report = run_measure(model, _options(args), options, visa=args.visa, driver=args.analyzer,
+                         channel=args.channel, timeout_s=args.timeout)
+    for m in report.measurements:
+        console.print(f"  {m.name:>26} {m.value:12.4f} {m.unit:<8} {m.provenance}")
+    for note in report.notes:
+        console.print(f"[yellow]note: {note}[/]")
+    console.print(f"report {write_report(report, paths.REPORTS)}")
+    print(report.summary_line())
+    return 0 if report.ok else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

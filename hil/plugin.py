@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +24,10 @@ from hil import paths
 from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
+
+if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
+    from hil.measure.measurement import Measurement
+    from hil.measure.run import AnalyzerHandle
 
 _OPTIONS = (
     # (name, ini name, help, default)
@@ -35,6 +40,10 @@ _OPTIONS = (
     ("--hil-images", "hil_images", "images per accuracy/bit-exact test (default 200)", "200"),
     ("--hil-timeout", "hil_timeout", "seconds to wait for each device reply (default 10)", "10"),
     ("--hil-report-dir", "hil_report_dir", "where logs and results go (default reports/)", None),
+    # --- power analyzer (hil.instruments, hil.measure) ---
+    ("--hil-visa", "hil_visa", "VISA resource of the power analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR "
+                               "(default: the bench's, else the simulated N6705C)", None),
+    ("--hil-analyzer", "hil_analyzer", "power analyzer driver: n6705c, ngm202, k2280s (default: from *IDN?)", None),
 )
 
 
@@ -179,3 +188,83 @@ def pytest_runtest_call(item: pytest.Item):
         logger.removeHandler(handler)
         logger.setLevel(previous)
         handler.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Power analyzer and measurement results (hil.instruments, hil.measure)
+# ---------------------------------------------------------------------------------------------------------------
+
+_RESULTS_KEY = pytest.StashKey["ResultsWriter"]()
+
+
+def _analyzer_setting(config: pytest.Config, ini: str) -> str | None:
+    """--hil-visa / --hil-analyzer, else the ini key, else the bench's power_analyzer entry."""
+    value = _get(config, ini)
+    bench = config.stash.get(_BENCH_KEY, None)
+    if value is None and bench is not None and bench.power_analyzer is not None:
+        value = bench.power_analyzer.visa if ini == "hil_visa" else bench.power_analyzer.model
+    return value
+
+
+@pytest.fixture(scope="session")
+def power_analyzer(pytestconfig: pytest.Config) -> Iterator[AnalyzerHandle]:
+    """The power analyzer powering the DUT (an `hil.measure.run.AnalyzerHandle`): the VISA instrument named by
+    --hil-visa or the bench file, else the simulated N6705C on a loopback port, which synthesizes its traces from
+    the inferences the test reports to `handle.activity` (hil.measure.run.measure does that)."""
+    from hil.measure.run import open_power_analyzer
+
+    bench = pytestconfig.stash.get(_BENCH_KEY, None)
+    channel = bench.power_analyzer.channel if bench is not None and bench.power_analyzer is not None else 1
+    handle = open_power_analyzer(
+        _analyzer_setting(pytestconfig, "hil_visa"), _analyzer_setting(pytestconfig, "hil_analyzer"),
+        channel=channel, timeout_s=float(_get(pytestconfig, "hil_timeout")),
+    )
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+class HilResults:
+    """What one test measured. `record()` keeps a Measurement for the session's results file and fails the test
+    at once when it has limits and is outside them (OpenHTF's validators)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.measurements: list[Measurement] = []
+        self.meta: dict = {}
+
+    def record(self, measurement: Measurement) -> Measurement:
+        self.measurements.append(measurement)
+        if measurement.passed is False:
+            raise AssertionError(f"measurement out of limits: {measurement.describe()}")
+        return measurement
+
+    def extend(self, measurements: Iterable[Measurement]) -> None:
+        for m in measurements:
+            self.record(m)
+
+
+def results_path(config: pytest.Config) -> Path:
+    return report_dir(config) / "measurements" / "results.json"
+
+
+@pytest.fixture
+def hil_results(request: pytest.FixtureRequest) -> Iterator[HilResults]:
+    """Records this test's Measurements into <report dir>/measurements/results.json (rewritten after each test
+    that records any; the first such test of a session starts a fresh file)."""
+    from hil.measure.measurement import ResultsWriter
+
+    results = HilResults(request.node.nodeid)
+    try:
+        yield results
+    finally:
+        if results.measurements:
+            config = request.config
+            writer = config.stash.get(_RESULTS_KEY, None)
+            if writer is None:
+                writer = ResultsWriter(results_path(config), meta={"target": _get(config, "hil_target")})
+                config.stash[_RESULTS_KEY] = writer
+            writer.add(results.key, results.measurements, **results.meta)
+            for m in results.measurements:
+                request.node.user_properties.append((f"hil_{m.name}", f"{m.value:.6g} {m.unit} ({m.provenance})"))
