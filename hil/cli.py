@@ -5,6 +5,7 @@
     hil compile  MODEL.tflite --out DIR
     hil info     --target ...           (HELLO: what the device runs)
     hil synth    [--out DIR]            (regenerate the random-weights stand-in model; needs TensorFlow)
+    hil baseline train|export           (full_local, edge_only, partition, encoder baselines)
     hil train    --run-dir DIR [--preset cpu|gpu|auto] [--set KEY=VALUE ...]   (AgileNN; resumable)
     hil measure  --target ... --images N [--hil-visa RESOURCE]   (latency, energy, power; simulated analyzer
                                                                   when no resource is given)
@@ -253,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name (default: the directory name)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only (default: all)")
     p.set_defaults(func=cmd_export)
+
+    from hil.cli_baseline import add_baseline_parser
+
+    add_baseline_parser(sub)
 
     p = sub.add_parser("synth", help="regenerate the random-weights stand-in model (needs TensorFlow)")
     p.add_argument("--out", type=Path, default=paths.DEFAULT_MODEL)
