@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_baseline_parser(sub)
 
     p = sub.add_parser("synth", help="regenerate the random-weights stand-in model (needs TensorFlow)")
-    p.add_argument("--out", type=Path, default=paths.DEFAULT_MODEL)
+    p.add_argument("--out", type=Path, default=paths.SYNTHETIC_MODEL)
     p.set_defaults(func=cmd_synth)
 
     _add_measure_parser(sub)  # hil measure (power analyzer); defined below

@@ -9,6 +9,9 @@ FIXTURES = PROJECT_ROOT / "fixtures"
 REPORTS = PROJECT_ROOT / "reports"
 BUILD = DEVICE_FW / "build"
 
-# The device model that `hil check` and the plugin use unless told otherwise. A random-weights stand-in with
-# the AgileNN extractor's shape until the trained model is exported.
-DEFAULT_MODEL = MODELS / "synthetic-extractor"
+# A random-weights model with the AgileNN extractor's shape (`hil synth`): the compiler's and kernels' fixed
+# test case, independent of training.
+SYNTHETIC_MODEL = MODELS / "synthetic-extractor"
+
+# The device model that `hil check`, `hil measure` and the plugin use unless told otherwise.
+DEFAULT_MODEL = SYNTHETIC_MODEL

@@ -31,14 +31,16 @@ def test_check_any_tflite_on_host(tmp_path, reports, capsys):
 def test_check_given_uint8_images_on_qemu(tmp_path, reports, capsys):
     images = np.random.default_rng(0).integers(0, 256, size=(12, 96, 96, 3), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", image=images)
-    rc = main(["check", "--target", "qemu", "--images", "12", "--inputs", str(tmp_path / "images.npz"), "--quiet"])
+    rc = main(["check", "--target", "qemu", "--images", "12", "--inputs", str(tmp_path / "images.npz"), "--quiet",
+               "--model", str(paths.SYNTHETIC_MODEL)])
     assert capsys.readouterr().out.strip().splitlines()[-1] == "bit-exact 12/12 on qemu"
     assert rc == 0
 
 
 def test_check_rejects_inputs_of_the_wrong_shape(tmp_path, reports, capsys):
     np.save(tmp_path / "small.npy", np.zeros((4, 32, 32, 3), np.int8))
-    rc = main(["check", "--target", "host", "--images", "4", "--inputs", str(tmp_path / "small.npy"), "--quiet"])
+    rc = main(["check", "--target", "host", "--images", "4", "--inputs", str(tmp_path / "small.npy"), "--quiet",
+               "--model", str(paths.SYNTHETIC_MODEL)])
     assert rc == 2
     assert "images of shape (32, 32, 3), the model expects (96, 96, 3)" in capsys.readouterr().err
 
@@ -89,7 +91,7 @@ class _OffByOneDut:
 def test_run_check_counts_a_single_differing_value_as_a_mismatch():
     from hil.model.reference import TflmReference
 
-    reference = TflmReference((paths.DEFAULT_MODEL / "model.tflite").read_bytes())
+    reference = TflmReference((paths.SYNTHETIC_MODEL / "model.tflite").read_bytes())
     dut = _OffByOneDut(reference)
     specs = [InputSpec((1, 96, 96, 3), 1.0, 0)]
     inputs = ([np.full(s.shape, i, np.int8) for s in specs] for i in range(4))
@@ -109,7 +111,7 @@ def test_uint8_images_are_quantized_with_the_input_parameters(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_info_prints_what_the_device_reports(capsys):
-    assert main(["info", "--target", "host"]) == 0
+    assert main(["info", "--target", "host", "--model", str(paths.SYNTHETIC_MODEL)]) == 0
     out = capsys.readouterr().out
     assert "model: synthetic-extractor, sha256 " in out
     assert "input 0: int8 (1, 96, 96, 3)" in out

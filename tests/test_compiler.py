@@ -24,7 +24,7 @@ from hil.model.reference import TflmReference
 from hil.model.synthetic import TfliteBuilder, builtin_options, make_single_op_model
 from hil.model.tflite_reader import read_tflite
 
-DEFAULT_TFLITE = paths.DEFAULT_MODEL / "model.tflite"
+DEFAULT_TFLITE = paths.SYNTHETIC_MODEL / "model.tflite"
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +306,7 @@ def test_compiling_twice_gives_identical_files(tmp_path: Path) -> None:
 
 def test_committed_default_model_is_up_to_date(tmp_path: Path) -> None:
     """models/synthetic-extractor: hil_model.c and model.json are what the compiler makes of model.tflite."""
-    model_dir = paths.DEFAULT_MODEL
+    model_dir = paths.SYNTHETIC_MODEL
     compiled = compile_tflite(model_dir / "model.tflite", tmp_path, name="synthetic-extractor")
     for f in ("hil_model.c", "model.json"):
         assert (tmp_path / f).read_text() == (model_dir / f).read_text(), (
@@ -388,7 +388,7 @@ def _one_model_per_op(tmp_path: Path) -> list[Path]:
 def test_kernels_and_models_cross_compile_for_lx106(tmp_path: Path) -> None:
     if shutil.which(XTENSA_GCC) is None:
         pytest.skip(f"{XTENSA_GCC} not installed (Debian: apt-get install gcc-xtensa-lx106)")
-    sources = [*sorted(KERNELS.glob("*.c")), paths.DEFAULT_MODEL / "hil_model.c", *_one_model_per_op(tmp_path)]
+    sources = [*sorted(KERNELS.glob("*.c")), paths.SYNTHETIC_MODEL / "hil_model.c", *_one_model_per_op(tmp_path)]
     for i, src in enumerate(sources):
         cmd = [XTENSA_GCC, "-std=c99", "-O2", "-Wall", "-Werror", "-mtext-section-literals", "-I", str(INCLUDE),
                "-c", str(src), "-o", str(tmp_path / f"{i}.o")]  # fmt: skip

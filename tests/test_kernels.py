@@ -351,7 +351,7 @@ def test_small_graphs_bit_exact(make: Any, work_dir: Path, build_dir: Path) -> N
 
 
 def test_synthetic_extractor_bit_exact_on_200_inputs(work_dir: Path, build_dir: Path) -> None:
-    tflite = (paths.DEFAULT_MODEL / "model.tflite").read_bytes()
+    tflite = (paths.SYNTHETIC_MODEL / "model.tflite").read_bytes()
     _, binary = compile_and_build(tflite, work_dir, build_dir)
     reference = TflmReference(tflite)
     rng = np.random.default_rng(2024)

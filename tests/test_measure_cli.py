@@ -19,7 +19,7 @@ def reports(tmp_path, monkeypatch):
 
 @pytest.mark.timeout(120)
 def test_measure_on_qemu_prints_latency_energy_and_power(reports, capsys):
-    rc = main(["measure", "--target", "qemu", "--images", "5"])
+    rc = main(["measure", "--model", str(paths.SYNTHETIC_MODEL), "--target", "qemu", "--images", "5"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert rc == 0
     # qemu's synthetic-extractor: 390,592 cycles at its 40 MHz counter; ESP32-S3 datasheet: 72.4 mA at 3.3 V
@@ -36,7 +36,8 @@ def test_measure_on_qemu_prints_latency_energy_and_power(reports, capsys):
 
 @pytest.mark.timeout(120)
 def test_measure_span_mode_with_idle_subtracted(reports, capsys):
-    rc = main(["measure", "--target", "qemu", "--images", "4", "--mode", "span", "--subtract-idle",
+    rc = main(["measure", "--model", str(paths.SYNTHETIC_MODEL), "--target", "qemu", "--images", "4",
+               "--mode", "span", "--subtract-idle",
                "--link", "bt-270kbps", "--payload-bytes", "27000"])
     assert rc == 0
     report = json.loads((reports / "measure-qemu.json").read_text())
@@ -46,7 +47,8 @@ def test_measure_span_mode_with_idle_subtracted(reports, capsys):
     assert "MLPerf Tiny" in figures["energy_per_inference"]["detail"]
     assert [n for n in figures if n.startswith("offload_")] == ["offload_bt_270kbps"]
     assert figures["offload_bt_270kbps"]["value"] == pytest.approx(27000 * 8 / 270e3 * 1e3)
-    rc = main(["measure", "--target", "qemu", "--images", "2", "--idle-power-mw", "0"])
+    rc = main(["measure", "--model", str(paths.SYNTHETIC_MODEL), "--target", "qemu", "--images", "2",
+               "--idle-power-mw", "0"])
     energy = json.loads((reports / "measure-qemu.json").read_text())["measurements"][3]
     assert rc == 0 and energy["name"] == "energy_per_inference"
     assert energy["value"] == pytest.approx(0.0724 * 3.3 * 9.767, rel=0.01)  # nothing subtracted
