@@ -47,7 +47,10 @@ class Link:
         # arrives one byte per call.
         self._socket_like = type(port).__module__.endswith("protocol_socket")
         port.timeout = 0 if self._socket_like else POLL_S
-        port.write_timeout = max(timeout, POLL_S)
+        # pyserial's rfc2217 client refuses write_timeout (NotImplementedError); its writes go to a TCP socket,
+        # which does not block on a device that stopped reading the way a full UART buffer would.
+        if not type(port).__module__.endswith("rfc2217"):
+            port.write_timeout = max(timeout, POLL_S)
 
     @property
     def port(self) -> serial.SerialBase:
@@ -70,7 +73,7 @@ class Link:
             raise LinkTimeout(
                 self.explain(
                     f"{self.name}: writing {len(data)} bytes did not finish within "
-                    f"{self._port.write_timeout:g} s (is the device reading?)"
+                    f"{self._port.write_timeout} s (is the device reading?)"
                 )
             ) from None
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
@@ -142,7 +145,7 @@ class Link:
 def open_link(url: str, *, baudrate: int = 115200, timeout: float = 2.0) -> Link:
     """Opens a device path, `socket://` or `rfc2217://` (any pyserial URL). Ptys/sockets ignore baudrate."""
     try:
-        port = serial.serial_for_url(url, baudrate=baudrate, timeout=POLL_S, write_timeout=max(timeout, POLL_S))
+        port = serial.serial_for_url(url, baudrate=baudrate, timeout=POLL_S)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise LinkError(f"cannot open {url}: {exc}") from exc
     return Link(port, name=url, timeout=timeout)
