@@ -10,6 +10,7 @@
     hil measure  --target ... --images N [--hil-visa RESOURCE]   (latency, energy, power; simulated analyzer
                                                                   when no resource is given)
     hil export   --run-dir DIR --out models/NAME [--name NAME] [--test-limit N]  (int8 device part, card)
+    hil serve    [--host 127.0.0.1] [--port 0|N] [--model DIR ...]   (remote model server, hil/server/)
 
 Exit codes: 0 success, 1 the check failed (a mismatch), 2 wrong usage or bad input, 3 the device or its
 tools could not be started.
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     _add_measure_parser(sub)  # hil measure (power analyzer); defined below
+    _add_serve_parser(sub)  # hil serve (remote model server); defined below
     return parser
 
 
@@ -331,6 +333,70 @@ def cmd_measure(args: argparse.Namespace) -> int:
     console.print(f"report {write_report(report, paths.REPORTS)}")
     print(report.summary_line())
     return 0 if report.ok else EXIT_FAILED
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hil serve: the remote model server (hil.server, hil/server/PROTOCOL.md)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    from hil.server.protocol import DEFAULT_MAX_BODY
+
+    p = sub.add_parser("serve", help="serve Remote NNs over TCP (hil/server/PROTOCOL.md) until SIGINT/SIGTERM")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default loopback; the server has no authentication)")
+    p.add_argument("--port", type=int, default=0, help="TCP port (default 0: a free one, printed)")
+    p.add_argument("--model", action="append", type=Path, dest="models", metavar="DIR",
+                   help="model directory with model.tflite, agilenn.json and remote.keras; repeat for more "
+                        "(default: every such directory under models/)")
+    p.add_argument("--max-connections", type=int, default=16, help="concurrent connections (default 16)")
+    p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY,
+                   help=f"largest request body in bytes (default {DEFAULT_MAX_BODY})")
+    p.add_argument("--frame-timeout", type=float, default=10.0,
+                   help="seconds a started request may take to arrive (default 10)")
+    p.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="seconds an idle connection is kept (default 60)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from hil.server import ServerConfig, has_remote_model, serve_models
+
+    dirs = args.models or sorted(d for d in paths.MODELS.iterdir() if d.is_dir() and has_remote_model(d))
+    if not dirs:
+        print("hil serve: no model directory under models/ has agilenn.json and remote.keras (an AgileNN export); "
+              "pass --model DIR", file=sys.stderr)
+        return EXIT_USAGE
+    config = ServerConfig(host=args.host, port=args.port, max_body=args.max_body,
+                          max_connections=args.max_connections, frame_timeout_s=args.frame_timeout,
+                          idle_timeout_s=args.idle_timeout)
+    stop = threading.Event()
+    # Handlers instead of KeyboardInterrupt: SIGTERM (a service manager, the test harness) and SIGINT both end
+    # the wait below, and the server closes its connections before the process exits with 0.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = serve_models(dirs, config)  # loads and warms up every model
+        try:
+            if stop.is_set():
+                return 0
+            server.start()
+            host, port = server.address
+            names = ", ".join(m.spec.name for m in server.models.values())
+            print(f"serving {names} on {host}:{port}", flush=True)
+            while not stop.wait(0.5):
+                if not server.alive:
+                    print("hil serve: the server thread stopped", file=sys.stderr)
+                    return EXIT_DEVICE
+        finally:
+            server.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,10 @@ class Dut:
     def infer(self, inputs: list[np.ndarray]):
         return self.client.infer(inputs)
 
+    def infer_offload(self, inputs: list[np.ndarray] | None = None):
+        """The AgileNN device step (INFER_OFFLOAD): local logits, compressed codes, cycles per stage."""
+        return self.client.infer_offload(inputs)
+
     def close(self) -> None:
         if self._closed:
             return

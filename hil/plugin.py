@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ from hil.model.artifacts import DeviceModel, resolve_model
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.measure.measurement import Measurement
     from hil.measure.run import AnalyzerHandle
+    from hil.server.client import ModelInfo, RemoteClient, RemoteResult  # the remote model server section
+    from hil.server.service import RemoteServer
 
 _OPTIONS = (
     # (name, ini name, help, default)
@@ -268,3 +271,97 @@ def hil_results(request: pytest.FixtureRequest) -> Iterator[HilResults]:
             writer.add(results.key, results.measurements, **results.meta)
             for m in results.measurements:
                 request.node.user_properties.append((f"hil_{m.name}", f"{m.value:.6g} {m.unit} ({m.provenance})"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Remote model server (hil.server): --hil-server and the `remote_model` fixture
+# ---------------------------------------------------------------------------------------------------------------
+# Hook implementations under their own names (specname), so this section adds to the plugin's options and
+# configure checks without touching the ones above.
+
+_SERVER_HELP = ("remote model server as host:port (hil serve); default: start one in-process for the model "
+                "directory of --hil-model")
+
+
+@pytest.hookimpl(specname="pytest_addoption")
+def pytest_addoption_remote_server(parser: pytest.Parser) -> None:
+    parser.getgroup("hil", "hardware-in-the-loop").addoption(
+        "--hil-server", dest="hil_server", default=None, metavar="HOST:PORT", help=_SERVER_HELP)
+    parser.addini("hil_server", _SERVER_HELP, default=None)
+
+
+def _server_address(config: pytest.Config) -> tuple[str, int] | None:
+    from hil.server.client import parse_address
+
+    raw = config.getoption("hil_server") or config.getini("hil_server")
+    if not raw:
+        return None
+    try:
+        return parse_address(str(raw))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--hil-server: {exc}") from None
+
+
+@pytest.hookimpl(specname="pytest_configure")
+def pytest_configure_remote_server(config: pytest.Config) -> None:
+    _server_address(config)  # a malformed host:port is a usage error at start, not a fixture error later
+
+
+@dataclass
+class RemoteModelHandle:
+    """What `remote_model` yields: a client of the server, its address, and the served entry of the session's
+    device model (the server keys models by the sha256 of model.tflite, so this is the Remote NN trained with
+    the device part under test)."""
+
+    client: RemoteClient
+    address: tuple[str, int]
+    model: ModelInfo
+    server: RemoteServer | None  # the in-process server, None when --hil-server named a running one
+
+    @property
+    def url(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def infer(self, payload: bytes, n_values: int | None = None, bits: int | None = None) -> RemoteResult:
+        """Remote logits of one compressed payload for the session's model (n_values and bits: the model's)."""
+        return self.client.infer(self.model.sha256, payload,
+                                 self.model.n_values if n_values is None else n_values,
+                                 self.model.bits if bits is None else bits)
+
+
+@pytest.fixture(scope="session")
+def remote_model(pytestconfig: pytest.Config, hil_model: DeviceModel) -> Iterator[RemoteModelHandle]:
+    """The Remote NN of the session's model behind a real TCP server: the server given by --hil-server, else one
+    started in this process on 127.0.0.1 (any free port) for the model directory of `hil_model`. Skips when
+    that directory has no remote model (agilenn.json + remote.keras), as the synthetic stand-in."""
+    from hil.server.client import RemoteClient
+    from hil.server.remote_model import RemoteModel, missing_files
+    from hil.server.service import RemoteServer, ServerConfig
+
+    timeout_s = float(_get(pytestconfig, "hil_timeout"))
+    address = _server_address(pytestconfig)
+    server: RemoteServer | None = None
+    if address is None:
+        model_dir = hil_model.tflite_path.parent
+        missing = missing_files(model_dir)
+        if missing:
+            pytest.skip(f"model '{hil_model.name}' ({model_dir}) has no remote model (lacks {', '.join(missing)}); "
+                        "use --hil-model with an AgileNN export, or --hil-server HOST:PORT")
+        server = RemoteServer([RemoteModel.load(model_dir)], ServerConfig(host="127.0.0.1", port=0)).start()
+        address = server.address
+    client = RemoteClient(*address, timeout=timeout_s)
+    try:
+        try:
+            info = client.info()
+        except OSError as exc:
+            pytest.fail(f"remote model server {address[0]}:{address[1]}: {exc}", pytrace=False)
+        model = info.model(hil_model.sha256)
+        if model is None:
+            served = ", ".join(f"{m.name} ({m.sha256[:16]})" for m in info.models) or "nothing"
+            pytest.fail(f"remote model server {address[0]}:{address[1]} does not serve {hil_model.name} "
+                        f"(model.tflite sha256 {hil_model.sha256[:16]}); it serves {served}", pytrace=False)
+        yield RemoteModelHandle(client, address, model, server)
+    finally:
+        client.close()
+        if server is not None:
+            server.close()

@@ -125,7 +125,9 @@ def test_card_has_the_required_keys_and_valid_hashes(exported):
     card = load_card(exported.out)  # raises on a missing key or a wrong sha256
     assert card == exported.card
     assert card["name"] == "tiny-agilenn" and card["kind"] == "agilenn"
-    assert set(card["artifacts"]) == {"model.tflite", "hil_model.c", "model.json", "remote.keras", "agilenn.json"}
+    assert set(card["artifacts"]) == {
+        "model.tflite", "hil_model.c", "model.json", "hil_offload.c", "remote.keras", "agilenn.json"
+    }  # fmt: skip
     acc = card["accuracy"]
     for key in ("local_only", "remote_only", "combined_float", "combined_int8"):
         assert 0.0 <= acc[key] <= 1.0, key
@@ -242,6 +244,37 @@ def test_exported_model_runs_in_the_host_firmware_on_uint8_images(exported, tmp_
                "--images", "10", "--quiet"])  # fmt: skip
     assert capsys.readouterr().out.strip().splitlines()[-1] == "bit-exact 10/10 on host"
     assert rc == 0
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(120)
+def test_exported_model_offloads_in_the_host_firmware(exported, host_runner, tmp_path):
+    """hil_offload.c of the export: the host firmware's INFER_OFFLOAD sends the local logits and the codes that
+    agilenn.json's lookup table gives for the remote features, and finds the Local NN's ops for the cycle split."""
+    from hil.firmware import build_firmware
+    from hil.model.hostrun import run_host_many
+    from hil.offload.codec import decode_payload
+    from hil.offload.codegen import local_head_ops
+    from hil.targets import get_target
+
+    meta, summary = _meta(exported), json.loads((exported.out / "model.json").read_text())
+    local_ops = local_head_ops(summary, meta["k"], 0)
+    assert local_ops and [summary["ops"][i]["op"] for i in local_ops][0] == "STRIDED_SLICE"
+    lut = np.asarray(meta["int8_to_code"], np.uint8)
+    inputs = _device_inputs(exported.data["x_test"][:3])
+    wants = run_host_many(host_runner, inputs)
+    firmware = build_firmware("host", exported.out, tmp_path / "build")
+    with get_target("host", firmware=firmware, log_dir=tmp_path / "logs") as target:
+        client = target.open_client(timeout=10.0)
+        try:
+            for x, (local, remote) in zip(inputs, wants, strict=True):
+                result = client.infer_offload(x)
+                assert np.array_equal(result.local_logits, local)
+                codes = decode_payload(result.payload, result.n_values, result.bits, max_output=remote.size)
+                assert np.array_equal(codes, lut[remote.reshape(-1).astype(np.int16) + 128])
+                assert result.cycles["local_nn"] > 0 and result.cycles["extractor"] > 0
+        finally:
+            client.close()
 
 
 @pytest.mark.tf

@@ -205,11 +205,21 @@ def test_oversize_gets_oversize_error(device: DeviceClient):
     assert_echo_works(device)
 
 
-@pytest.mark.parametrize("type_", [0x00, 0x06, 0x42, 0x7F, 0x82])
+@pytest.mark.parametrize("type_", [0x00, 0x07, 0x42, 0x7F, 0x82])
 def test_unknown_type_gets_unknown_type_error(device: DeviceClient, type_: int):
     with pytest.raises(DeviceError) as excinfo:
         device.request(type_)
     assert (excinfo.value.name, excinfo.value.request_type) == ("UNKNOWN_TYPE", type_)
+
+
+def test_infer_offload_without_an_offload_config_is_unsupported(device: DeviceClient):
+    """The identity model has no hil_offload.c: the core's stub answers UNSUPPORTED (0x06 is a known type)."""
+    with pytest.raises(DeviceError) as excinfo:
+        device.request(FrameType.INFER_OFFLOAD)
+    assert excinfo.value.name == "UNSUPPORTED" and "no AgileNN offload config" in excinfo.value.message
+    with pytest.raises(DeviceError, match="BAD_REQUEST"):
+        device.request(FrameType.INFER_OFFLOAD, b"x")
+    assert_echo_works(device)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@
   int8 input (the image: scale 1/255, zero point -128, i.e. exactly uint8 - 128) and two int8 outputs in a
   fixed order, 0 = local_logits (1, classes), 1 = remote_features (1, H, W, C - k);
 - hil_model.c, model.json: the C the firmware compiles (hil.model.compiler), so no TensorFlow at build time;
+- hil_offload.c: the firmware's offload config (hil.offload.codegen): lookup table, output indices, Local NN ops;
 - remote.keras: the server's Remote NN, input = dequantized remote channels (centroid values), output logits;
 - agilenn.json: split, centroids, alpha, I/O quantization and the 256-entry int8 -> code lookup table;
 - card.json + README.md: hashes, data set provenance, accuracies, skewness, payload and device cost.
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 EXPORT_FORMAT = "agilenn-export/1"
 OUTPUT_NAMES = ("local_logits", "remote_features")  # the fixed output order of model.tflite
-DEVICE_FILES = ("model.tflite", "hil_model.c", "model.json")
+DEVICE_FILES = ("model.tflite", "hil_model.c", "model.json", "hil_offload.c")
 EXPORT_FILES = (*DEVICE_FILES, "remote.keras", "agilenn.json", "README.md", "card.json")
 CALIBRATION_IMAGES = 300
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -488,6 +489,7 @@ def export_agilenn(
     dataset = _dataset(run, data)
     # TensorFlow only now: a wrong run directory or data set is reported in a fraction of a second.
     from hil.model.compiler import compile_tflite
+    from hil.offload.codegen import write_offload_c
     from hil.train.layers import load_trained
 
     trained = load_trained(run_dir)
@@ -619,6 +621,7 @@ def export_agilenn(
         "remote_model": {"file": "remote.keras", "input": [None, *io_.remote_shape[1:]], "output": "logits"},
     }
     (out_dir / "agilenn.json").write_text(json.dumps(agilenn, indent=2) + "\n")
+    write_offload_c(agilenn, compiled.to_json(), out_dir)  # INFER_OFFLOAD: quantize + compress on the device
 
     # --- the card ---
     device_model_params = int(sum(math.prod(w.shape) for m in (trained.extractor, trained.local) for w in m.weights))

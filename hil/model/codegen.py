@@ -2,7 +2,8 @@
 
 It defines what device_fw/core/include/hil_model.h declares: `hil_model_info` (name, sha256, arena size,
 input and output tensor descriptors), the static 16-byte aligned tensor arena with `hil_model_arena()`, and
-`hil_model_invoke()`, which calls the kernels of device_fw/core/kernels in graph order. Weights, biases and
+`hil_model_invoke()`, which calls the kernels of device_fw/core/kernels in graph order, each followed by
+`hil_model_op_done(op index)` (the firmware's per-operator cycle hook). Weights, biases and
 requantization parameters are `static const` arrays (flash on the device), one params struct per operator.
 The output is deterministic for a given model and meant to be read: every operator is introduced by a
 comment naming it and its shapes.
@@ -164,11 +165,15 @@ def generate_c(lowered: LoweredModel, name: str, sha256: str) -> str:
                 args.append(f"hil_arena + {plan.offsets[a]}")
             else:
                 args.append(a)
-        calls.append(f"    /* op {call.op_index}: {call.opcode} */\n    {call.kernel}({', '.join(args)});")
+        calls.append(
+            f"    /* op {call.op_index}: {call.opcode} */\n    {call.kernel}({', '.join(args)});\n"
+            f"    hil_model_op_done({call.op_index});"
+        )
     body = "\n".join(calls) if calls else "    /* no kernels: every output aliases an input */"
     out.append(
         "/* Runs the graph on the inputs already in the arena; the kernels cannot fail (every shape and\n"
-        " * parameter was checked by the compiler), so this always returns 0. */\n"
+        " * parameter was checked by the compiler), so this always returns 0. hil_model_op_done() (hil_model.h)\n"
+        " * lets the firmware time each operator. */\n"
         f"int hil_model_invoke(void) {{\n{body}\n    return 0;\n}}\n"
     )
     return "\n".join(out)

@@ -25,12 +25,14 @@ from hil.transport.frame import (
     FrameDecoder,
     FrameType,
     InferResult,
+    OffloadResult,
     ProtocolError,
     encode_frame,
     error_name,
     parse_error,
     parse_infer_reply,
     parse_info,
+    parse_offload_reply,
     tensor_from_bytes,
     type_name,
 )
@@ -203,11 +205,7 @@ class DeviceClient:
         """Loads `inputs` (None: use what is loaded), runs the model and returns its outputs."""
         info = self._require_info()
         if inputs is not None:
-            if len(inputs) != len(info.inputs):
-                raise InputMismatch(f"got {len(inputs)} inputs, the device's model has {len(info.inputs)}")
-            checked = [self._check_input(i, a) for i, a in enumerate(inputs)]
-            for i, array in enumerate(checked):
-                self.load_input(i, array)
+            self._load_inputs(inputs)
         reply = parse_infer_reply(self.request(FrameType.INFER, timeout=self.infer_timeout).payload)
         if len(reply.sizes) != len(info.outputs):
             raise ProtocolError(
@@ -224,6 +222,39 @@ class DeviceClient:
                 )
             outputs.append(tensor_from_bytes(raw, spec))
         return InferResult(outputs, reply.cycles, reply.time_us, info.clock_hz, reply.inline)
+
+    def _load_inputs(self, inputs: Sequence[np.ndarray]) -> None:
+        info = self._require_info()
+        if len(inputs) != len(info.inputs):
+            raise InputMismatch(f"got {len(inputs)} inputs, the device's model has {len(info.inputs)}")
+        checked = [self._check_input(i, a) for i, a in enumerate(inputs)]
+        for i, array in enumerate(checked):
+            self.load_input(i, array)
+
+    def infer_offload(self, inputs: Sequence[np.ndarray] | None = None) -> OffloadResult:
+        """Loads `inputs` (None: use what is loaded) and runs the AgileNN device step (INFER_OFFLOAD): the model,
+        then quantize + compress of the remote features. Raises DeviceError UNSUPPORTED when the firmware's
+        model has no offload config. An overflowing payload is reported (`overflow`), not raised."""
+        info = self._require_info()
+        if inputs is not None:
+            self._load_inputs(inputs)
+        reply = parse_offload_reply(self.request(FrameType.INFER_OFFLOAD, timeout=self.infer_timeout).payload)
+        if reply.local_output >= len(info.outputs):
+            raise ProtocolError(
+                f"{self.link.name}: INFER_OFFLOAD names output {reply.local_output}, INFO has {len(info.outputs)}"
+            )
+        logits = tensor_from_bytes(reply.local_logits, info.outputs[reply.local_output])
+        return OffloadResult(
+            local_logits=logits,
+            payload=reply.payload,
+            n_values=reply.n_values,
+            bits=reply.bits,
+            cycles=reply.cycles,
+            clock_hz=info.clock_hz,
+            overflow=reply.overflow,
+            payload_capacity=reply.payload_capacity,
+            local_output=reply.local_output,
+        )
 
     def close(self) -> None:
         self.link.close()

@@ -29,8 +29,12 @@ LOAD_HEADER_SIZE = 5  # u8 index, u32 offset
 READ_REPLY_HEADER_SIZE = 5  # u8 index, u32 offset
 MAX_READ_CHUNK = MAX_PAYLOAD - READ_REPLY_HEADER_SIZE
 
+OFFLOAD_FIXED_SIZE = 52
+
 INFO_FLAG_DETERMINISTIC = 0x0001
 INFER_FLAG_INLINE = 0x01
+OFFLOAD_FLAG_OVERFLOW = 0x01
+OFFLOAD_STAGES = ("extractor", "local_nn", "compress", "total")  # the reply's u64 cycle counts, in order
 
 
 class FrameType(IntEnum):
@@ -39,6 +43,7 @@ class FrameType(IntEnum):
     LOAD_INPUT = 0x03
     INFER = 0x04
     READ_OUTPUT = 0x05
+    INFER_OFFLOAD = 0x06
     ERROR = 0x7F
 
 
@@ -48,6 +53,7 @@ class ErrorCode(IntEnum):
     UNKNOWN_TYPE = 3
     BAD_REQUEST = 4
     INFER_FAILED = 5
+    UNSUPPORTED = 6
 
 
 class DType(IntEnum):
@@ -381,6 +387,77 @@ class InferResult:
     def latency_s(self) -> float:
         """cycles / clock_hz. On emulated ports a relative measure, not a hardware latency."""
         return self.cycles / self.clock_hz if self.clock_hz else 0.0
+
+
+@dataclass(frozen=True)
+class OffloadReply:
+    """The INFER_OFFLOAD reply payload as sent (PROTOCOL.md "INFER_OFFLOAD result")."""
+
+    status: int
+    overflow: bool
+    local_output: int
+    bits: int
+    cycles: dict[str, int]  # OFFLOAD_STAGES -> cycles
+    n_values: int
+    payload_capacity: int
+    local_logits: bytes
+    payload: bytes
+
+
+def parse_offload_reply(payload: bytes) -> OffloadReply:
+    if len(payload) < OFFLOAD_FIXED_SIZE:
+        raise ProtocolError(
+            f"INFER_OFFLOAD reply of {len(payload)} bytes is shorter than the fixed {OFFLOAD_FIXED_SIZE}"
+        )
+    status, flags, local_output, bits, *cycles = struct.unpack_from("<BBBB4Q", payload)
+    n_values, payload_bytes, capacity, local_bytes = struct.unpack_from("<4I", payload, 36)
+    expected = OFFLOAD_FIXED_SIZE + local_bytes + payload_bytes
+    if len(payload) != expected:
+        raise ProtocolError(
+            f"INFER_OFFLOAD reply with {local_bytes} logit bytes and a {payload_bytes}-byte payload must be "
+            f"{expected} bytes, not {len(payload)}"
+        )
+    overflow = bool(flags & OFFLOAD_FLAG_OVERFLOW)
+    if payload_bytes > capacity or (overflow and payload_bytes):
+        raise ProtocolError(
+            f"INFER_OFFLOAD reply: payload of {payload_bytes} bytes with capacity {capacity}, overflow={overflow}"
+        )
+    stages = dict(zip(OFFLOAD_STAGES, cycles, strict=True))
+    if stages["extractor"] + stages["local_nn"] + stages["compress"] != stages["total"]:
+        raise ProtocolError(f"INFER_OFFLOAD reply: stage cycles {stages} do not add up to the total")
+    logits_end = OFFLOAD_FIXED_SIZE + local_bytes
+    return OffloadReply(
+        status=status,
+        overflow=overflow,
+        local_output=local_output,
+        bits=bits,
+        cycles=stages,
+        n_values=n_values,
+        payload_capacity=capacity,
+        local_logits=bytes(payload[OFFLOAD_FIXED_SIZE:logits_end]),
+        payload=bytes(payload[logits_end:]),
+    )
+
+
+@dataclass
+class OffloadResult:
+    """One offloaded inference: the local logits (int8, shaped per INFO), the compressed codes of the remote
+    features (hil.offload.codec.decode_payload(payload, n_values, bits)) and the device's cycles per stage."""
+
+    local_logits: np.ndarray
+    payload: bytes
+    n_values: int
+    bits: int
+    cycles: dict[str, int]  # extractor, local_nn, compress (quantize + compress), total
+    clock_hz: int
+    overflow: bool = False  # the payload did not fit the device's buffer: payload is empty
+    payload_capacity: int = 0
+    local_output: int = 0
+
+    @property
+    def latency_s(self) -> float:
+        """Device time of the whole offload step, cycles["total"] / clock_hz (relative on emulated ports)."""
+        return self.cycles["total"] / self.clock_hz if self.clock_hz else 0.0
 
 
 @dataclass(frozen=True)

@@ -327,23 +327,32 @@ const hil_model_info_t hil_model_info = {
 };
 
 /* Runs the graph on the inputs already in the arena; the kernels cannot fail (every shape and
- * parameter was checked by the compiler), so this always returns 0. */
+ * parameter was checked by the compiler), so this always returns 0. hil_model_op_done() (hil_model.h)
+ * lets the firmware time each operator. */
 int hil_model_invoke(void) {
     /* op 0: DEPTHWISE_CONV_2D */
     hil_depthwise_conv_2d(&op0_params, hil_arena + 0, hil_arena + 31744);
+    hil_model_op_done(0);
     /* op 1: CONV_2D */
     hil_conv_2d(&op1_params, hil_arena + 31744, hil_arena + 27648);
+    hil_model_op_done(1);
     /* op 2: DEPTHWISE_CONV_2D */
     hil_depthwise_conv_2d(&op2_params, hil_arena + 27648, hil_arena + 52224);
+    hil_model_op_done(2);
     /* op 3: CONV_2D */
     hil_conv_2d(&op3_params, hil_arena + 52224, hil_arena + 27648);
+    hil_model_op_done(3);
     /* op 4: STRIDED_SLICE */
     hil_strided_slice(&op4_params, hil_arena + 27648, hil_arena + 52224);
+    hil_model_op_done(4);
     /* op 5: MEAN */
     hil_mean(&op5_params, hil_arena + 52224, hil_arena + 57344);
+    hil_model_op_done(5);
     /* op 6: FULLY_CONNECTED */
     hil_fully_connected(&op6_params, hil_arena + 57344, hil_arena + 71680);
+    hil_model_op_done(6);
     /* op 7: STRIDED_SLICE */
     hil_strided_slice(&op7_params, hil_arena + 27648, hil_arena + 52224);
+    hil_model_op_done(7);
     return 0;
 }

@@ -38,4 +38,13 @@ int8_t *hil_model_arena(void);
 /* Runs the whole graph on the input tensors already in the arena. 0 on success. */
 int hil_model_invoke(void);
 
+/* Per-operator hook: generated code calls it after each kernel call with the operator's index (the op index
+ * of model.json). The firmware (core/src/app.c) records the cycles each operator took, so a reply can split
+ * an inference into stages (extractor, Local NN); the host model runner defines it as a no-op. Operators
+ * without a kernel (aliases) make no call. */
+void hil_model_op_done(int op_index);
+
+/* Operators whose cycles the firmware records; an index at or above this is not recorded. */
+#define HIL_MAX_OPS 256
+
 #endif

@@ -29,6 +29,7 @@
 #define HIL_T_LOAD_INPUT 0x03u
 #define HIL_T_INFER 0x04u
 #define HIL_T_READ_OUTPUT 0x05u
+#define HIL_T_INFER_OFFLOAD 0x06u
 #define HIL_T_ERROR 0x7Fu
 #define HIL_REPLY_BIT 0x80u
 
@@ -38,6 +39,7 @@
 #define HIL_E_UNKNOWN_TYPE 3u
 #define HIL_E_BAD_REQUEST 4u
 #define HIL_E_INFER_FAILED 5u
+#define HIL_E_UNSUPPORTED 6u
 
 typedef struct {
     uint8_t type;

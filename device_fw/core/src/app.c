@@ -1,11 +1,13 @@
 /* Request dispatch (PROTOCOL.md "Types"). Every handler checks the payload length and every index and
  * range before touching the arena, so no byte sequence from the host can write or read outside a tensor.
- * State is static: the RX buffer, the TX staging buffer and the last inference's timing. No heap. */
+ * State is static: the RX buffer, the TX staging buffer, the per-operator cycles of the last inference and
+ * the offload payload buffer (in the model's hil_offload.c). No heap. */
 #include "hil_app.h"
 
 #include <string.h>
 
 #include "hil_model.h"
+#include "hil_offload.h"
 #include "hil_port.h"
 #include "hil_protocol.h"
 
@@ -24,8 +26,11 @@
 #define READ_REQUEST_BYTES 7u /* u8 index, u32 offset, u16 length */
 #define READ_REPLY_HEADER 5u  /* u8 index, u32 offset */
 
+#define OFFLOAD_FIXED_BYTES 52u
+
 #define INFO_FLAG_DETERMINISTIC 0x0001u
 #define INFER_FLAG_INLINE 0x01u
+#define OFFLOAD_FLAG_OVERFLOW 0x01u
 
 static hil_rx_t rx;
 static hil_tx_t tx;
@@ -33,6 +38,22 @@ static hil_tx_t tx;
 /* Outputs are only meaningful after an INFER and until the next LOAD_INPUT (the model may reuse the
  * input's arena bytes for outputs). READ_OUTPUT outside that window is refused instead of returning junk. */
 static int outputs_valid;
+
+/* Cycles of each operator in the last inference, written by hil_model_op_done() (generated code calls it after
+ * every kernel). Every kernel operator is overwritten by each inference; entries of operators without a kernel
+ * stay 0, so no clearing is needed. */
+static uint64_t op_cycles[HIL_MAX_OPS];
+static uint64_t op_last;
+
+void hil_model_op_done(int op_index)
+{
+    uint64_t now = hil_port_cycles();
+
+    if (op_index >= 0 && op_index < HIL_MAX_OPS) {
+        op_cycles[op_index] = now - op_last;
+    }
+    op_last = now;
+}
 
 /* ---- error messages without printf (not every port has a usable one) ---- */
 
@@ -234,6 +255,28 @@ static void handle_load_input(const hil_frame_t *f)
     hil_tx_end(&tx);
 }
 
+/* Runs the model; c0 is the cycle count just read, from which the first operator's cycles are counted. */
+static int invoke(uint64_t c0)
+{
+    op_last = c0;
+    return hil_model_invoke();
+}
+
+static void infer_failed(const hil_frame_t *f, int rc)
+{
+    msg_t m;
+
+    outputs_valid = 0;
+    msg_init(&m, "hil_model_invoke returned ");
+    if (rc < 0) {
+        msg_str(&m, "-");
+        msg_u32(&m, (uint32_t)(-(rc + 1)) + 1u);
+    } else {
+        msg_u32(&m, (uint32_t)rc);
+    }
+    hil_send_error(f->seq, HIL_E_INFER_FAILED, f->type, m.text);
+}
+
 static void handle_infer(const hil_frame_t *f)
 {
     const hil_model_info_t *mi = &hil_model_info;
@@ -252,23 +295,13 @@ static void handle_infer(const hil_frame_t *f)
     hil_port_marker(1);
     c0 = hil_port_cycles();
     t0 = hil_port_time_us();
-    rc = hil_model_invoke();
+    rc = invoke(c0);
     c1 = hil_port_cycles();
     t1 = hil_port_time_us();
     hil_port_marker(0);
 
     if (rc != 0) {
-        msg_t m;
-
-        outputs_valid = 0;
-        msg_init(&m, "hil_model_invoke returned ");
-        if (rc < 0) {
-            msg_str(&m, "-");
-            msg_u32(&m, (uint32_t)(-(rc + 1)) + 1u);
-        } else {
-            msg_u32(&m, (uint32_t)rc);
-        }
-        hil_send_error(f->seq, HIL_E_INFER_FAILED, f->type, m.text);
+        infer_failed(f, rc);
         return;
     }
     outputs_valid = 1;
@@ -298,6 +331,106 @@ static void handle_infer(const hil_frame_t *f)
             hil_tx_write(&tx, hil_model_arena() + mi->outputs[i].arena_offset, mi->outputs[i].bytes);
         }
     }
+    hil_tx_end(&tx);
+}
+
+/* A generated config is trusted to match the model it was generated with; these checks keep a mismatched
+ * one (a hil_offload.c from another model) from reading outside the arena or sending an oversized frame. */
+static const char *offload_config_problem(const hil_offload_config_t *cfg)
+{
+    const hil_model_info_t *mi = &hil_model_info;
+
+    if (memcmp(cfg->model_sha256, mi->sha256, sizeof mi->sha256) != 0) {
+        return "offload config was generated for another model (sha256 differs)";
+    }
+    if (cfg->local_output >= mi->n_outputs || cfg->remote_output >= mi->n_outputs ||
+        cfg->n_values != mi->outputs[cfg->remote_output].bytes) {
+        return "offload config does not match the model's outputs";
+    }
+    if (cfg->bits < 1u || cfg->bits > 8u || cfg->int8_to_code == NULL || cfg->payload == NULL) {
+        return "offload config is incomplete (bits, lookup table or payload buffer)";
+    }
+    if ((uint64_t)OFFLOAD_FIXED_BYTES + mi->outputs[cfg->local_output].bytes + cfg->payload_capacity >
+        HIL_MAX_PAYLOAD) {
+        return "offload payload buffer too large for one reply frame";
+    }
+    return NULL;
+}
+
+static void handle_infer_offload(const hil_frame_t *f)
+{
+    const hil_offload_config_t *cfg = hil_offload_config();
+    const hil_tensor_info_t *local;
+    const hil_tensor_info_t *remote;
+    const char *problem;
+    hil_offload_status_t st = HIL_OFFLOAD_OK;
+    uint64_t c0, c1, c2, local_cycles = 0;
+    uint32_t payload_len = 0;
+    uint32_t i;
+    int rc;
+
+    if (f->length != 0) {
+        bad_length(f, "INFER_OFFLOAD takes no payload");
+        return;
+    }
+    if (cfg == NULL) {
+        hil_send_error(f->seq, HIL_E_UNSUPPORTED, f->type, "this firmware's model has no AgileNN offload config");
+        return;
+    }
+    problem = offload_config_problem(cfg);
+    if (problem != NULL) {
+        hil_send_error(f->seq, HIL_E_UNSUPPORTED, f->type, problem);
+        return;
+    }
+    local = &hil_model_info.outputs[cfg->local_output];
+    remote = &hil_model_info.outputs[cfg->remote_output];
+
+    /* The marker covers everything the device does per offloaded inference: model, quantize, compress. */
+    hil_port_marker(1);
+    c0 = hil_port_cycles();
+    rc = invoke(c0);
+    c1 = hil_port_cycles();
+    if (rc == 0) {
+        st = hil_offload_compress(hil_model_arena() + remote->arena_offset, remote->bytes, cfg->int8_to_code,
+                                  cfg->bits, cfg->payload, cfg->payload_capacity, &payload_len);
+    }
+    c2 = hil_port_cycles();
+    hil_port_marker(0);
+
+    if (rc != 0) {
+        infer_failed(f, rc);
+        return;
+    }
+    outputs_valid = 1;
+    if (st == HIL_OFFLOAD_BAD_ARGS) {
+        hil_send_error(f->seq, HIL_E_UNSUPPORTED, f->type, "offload config has an unsupported bit width");
+        return;
+    }
+    for (i = 0; i < cfg->n_local_ops; i++) {
+        if (cfg->local_ops[i] < HIL_MAX_OPS) {
+            local_cycles += op_cycles[cfg->local_ops[i]];
+        }
+    }
+    if (local_cycles > c1 - c0) {
+        local_cycles = c1 - c0; /* cannot happen: the local operators ran inside [c0, c1] */
+    }
+
+    hil_tx_begin(&tx, HIL_T_INFER_OFFLOAD | HIL_REPLY_BIT, f->seq,
+                 (uint16_t)(OFFLOAD_FIXED_BYTES + local->bytes + payload_len));
+    hil_tx_u8(&tx, 0); /* status: ok; a failed run is answered with ERROR instead */
+    hil_tx_u8(&tx, st == HIL_OFFLOAD_OVERFLOW ? OFFLOAD_FLAG_OVERFLOW : 0u);
+    hil_tx_u8(&tx, cfg->local_output);
+    hil_tx_u8(&tx, cfg->bits);
+    hil_tx_u64(&tx, (c1 - c0) - local_cycles); /* extractor: the model less the Local NN */
+    hil_tx_u64(&tx, local_cycles);
+    hil_tx_u64(&tx, c2 - c1); /* quantize + compress */
+    hil_tx_u64(&tx, c2 - c0);
+    hil_tx_u32(&tx, remote->bytes); /* n_values: one code per int8 value */
+    hil_tx_u32(&tx, payload_len);
+    hil_tx_u32(&tx, cfg->payload_capacity);
+    hil_tx_u32(&tx, local->bytes);
+    hil_tx_write(&tx, hil_model_arena() + local->arena_offset, local->bytes);
+    hil_tx_write(&tx, cfg->payload, payload_len);
     hil_tx_end(&tx);
 }
 
@@ -356,6 +489,9 @@ static void dispatch(const hil_frame_t *f)
         break;
     case HIL_T_READ_OUTPUT:
         handle_read_output(f);
+        break;
+    case HIL_T_INFER_OFFLOAD:
+        handle_infer_offload(f);
         break;
     default:
         msg_init(&m, "unknown request type ");

@@ -1,0 +1,63 @@
+/* AgileNN offload: the remote-bound channels are mapped to quantizer codes and compressed into a payload
+ * (format: device_fw/OFFLOAD.md; reference implementation: hil/offload/codec.py, which produces the same
+ * bytes).
+ *
+ * The compressor is LZW over the code alphabet (2^bits symbols) with a dictionary of at most
+ * 2^HIL_OFFLOAD_LZW_MAX_BITS codes held in static arrays (a trie: first child, next sibling, symbol per
+ * code), so it never allocates and its memory does not depend on the data. It writes only into the caller's
+ * buffer and never past `capacity`: when LZW would not be smaller than the bit-packed codes it writes those
+ * instead ("stored"), and when neither fits it reports HIL_OFFLOAD_OVERFLOW. A payload is therefore never
+ * larger than HIL_OFFLOAD_PAYLOAD_BOUND(n, bits). */
+#ifndef HIL_OFFLOAD_H
+#define HIL_OFFLOAD_H
+
+#include <stdint.h>
+
+#define HIL_OFFLOAD_FORMAT_VERSION 1u
+#define HIL_OFFLOAD_MODE_STORED 0u
+#define HIL_OFFLOAD_MODE_LZW 1u
+#define HIL_OFFLOAD_HEADER_BYTES 4u /* u8 version, u8 mode, u8 bits, u8 max code bits (0 when stored) */
+
+/* Largest LZW code width; the dictionary has 2^this codes. 12 (4096 codes, 20 KiB of trie) as in the
+ * reference encoder: the format carries it, so a decoder reads any value in range. */
+#ifndef HIL_OFFLOAD_LZW_MAX_BITS
+#define HIL_OFFLOAD_LZW_MAX_BITS 12
+#endif
+#if HIL_OFFLOAD_LZW_MAX_BITS < 10 || HIL_OFFLOAD_LZW_MAX_BITS > 16
+#error "HIL_OFFLOAD_LZW_MAX_BITS must be within 10..16"
+#endif
+
+/* The largest payload for n codes of `bits` bits: the header plus the packed codes. */
+#define HIL_OFFLOAD_PAYLOAD_BOUND(n, bits) (HIL_OFFLOAD_HEADER_BYTES + (((uint32_t)(n) * (uint32_t)(bits) + 7u) / 8u))
+
+typedef enum {
+    HIL_OFFLOAD_OK = 0,
+    HIL_OFFLOAD_OVERFLOW = 1, /* the payload does not fit `capacity`; nothing valid was written */
+    HIL_OFFLOAD_BAD_ARGS = 2  /* bits outside 1..8 */
+} hil_offload_status_t;
+
+/* A model's offload configuration. Generated per model into MODEL_DIR/hil_offload.c by
+ * hil/offload/codegen.py from agilenn.json and model.json. */
+typedef struct {
+    uint8_t model_sha256[32];      /* the model it was generated for (hil_model_info.sha256) */
+    uint8_t local_output;          /* index of the local logits in hil_model_info.outputs */
+    uint8_t remote_output;         /* index of the remote-bound features in hil_model_info.outputs */
+    uint8_t bits;                  /* bits per code, 1..8 */
+    uint32_t n_values;             /* int8 values of the remote output: one code each */
+    const uint8_t *int8_to_code;   /* 256 entries: the code of int8 value q is int8_to_code[q + 128] */
+    uint8_t *payload;              /* static payload buffer */
+    uint32_t payload_capacity;     /* its size in bytes */
+    const uint16_t *local_ops;     /* operator indices of the Local NN (their cycles are the local stage) */
+    uint16_t n_local_ops;
+} hil_offload_config_t;
+
+/* The model's configuration, or NULL when the firmware was built without one (core/src/offload_none.c). */
+const hil_offload_config_t *hil_offload_config(void);
+
+/* Maps n int8 values through int8_to_code (masked to `bits` bits) and writes the payload to out, at most
+ * capacity bytes; *out_len is its length (0 unless HIL_OFFLOAD_OK). Not reentrant: the dictionary is
+ * static. */
+hil_offload_status_t hil_offload_compress(const int8_t *values, uint32_t n, const uint8_t *int8_to_code,
+                                          uint32_t bits, uint8_t *out, uint32_t capacity, uint32_t *out_len);
+
+#endif

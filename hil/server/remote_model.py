@@ -1,0 +1,181 @@
+"""The server side of one AgileNN model directory: codes -> centroid values -> Remote NN -> logits.
+
+A model directory (models/README.md, "An AgileNN export") needs three files here:
+- model.tflite: only hashed; its sha256 is the model id a client must name, so a device is never answered by
+  the Remote NN of another export;
+- agilenn.json: `centroids`, `bits_per_value`, `remote_model.input` ([null, H, W, C - k]) and, when present,
+  `payload.values` (checked to be H x W x (C - k));
+- remote.keras: the Remote NN, input the dequantized remote channels NHWC, output logits.
+
+`read_spec` is TensorFlow-free (the plugin uses it to decide whether a directory can be served);
+`RemoteModel.load` imports Keras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+log = logging.getLogger("hil.server")
+
+REMOTE_FILES = ("model.tflite", "agilenn.json", "remote.keras")
+
+
+class RemoteModelError(ValueError):
+    """The directory cannot be served (missing files, inconsistent agilenn.json and remote.keras)."""
+
+
+class CodeRangeError(ValueError):
+    """A code has no centroid (e.g. code 7 with 6 centroids): invalid payload content."""
+
+
+class ModelBusy(RuntimeError):
+    """The model stayed busy with other requests for longer than the wait limit."""
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    name: str
+    directory: Path
+    sha256: str  # hex sha256 of model.tflite: the model id on the wire
+    centroids: tuple[float, ...]
+    bits: int
+    input_shape: tuple[int, int, int]  # H, W, remote channels
+    alpha: float | None
+
+    @property
+    def n_values(self) -> int:
+        return math.prod(self.input_shape)
+
+
+def missing_files(model_dir: Path) -> list[str]:
+    return [f for f in REMOTE_FILES if not (Path(model_dir) / f).is_file()]
+
+
+def has_remote_model(model_dir: Path) -> bool:
+    return not missing_files(model_dir)
+
+
+def read_spec(model_dir: Path | str) -> RemoteSpec:
+    model_dir = Path(model_dir)
+    missing = missing_files(model_dir)
+    if missing:
+        raise RemoteModelError(f"{model_dir} has no remote model (lacks {', '.join(missing)}); "
+                               "an AgileNN export (hil export) has one")
+    try:
+        meta = json.loads((model_dir / "agilenn.json").read_text())
+        centroids = tuple(float(c) for c in meta["centroids"])
+        bits = int(meta["bits_per_value"])
+        shape = tuple(int(d) for d in meta["remote_model"]["input"][1:])
+        alpha = meta.get("alpha")
+        values = meta.get("payload", {}).get("values")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise RemoteModelError(f"{model_dir / 'agilenn.json'}: {type(exc).__name__}: {exc}") from None
+    if not 1 <= bits <= 8:
+        raise RemoteModelError(f"{model_dir}: bits_per_value {bits} is outside 1..8")
+    if not 1 <= len(centroids) <= 2**bits:
+        raise RemoteModelError(f"{model_dir}: {len(centroids)} centroids do not fit {bits}-bit codes")
+    if not all(math.isfinite(c) for c in centroids):
+        raise RemoteModelError(f"{model_dir}: a centroid is not finite")
+    if len(shape) != 3 or min(shape) < 1:
+        raise RemoteModelError(f"{model_dir}: remote_model.input is not [null, H, W, C]")
+    if values is not None and int(values) != math.prod(shape):
+        raise RemoteModelError(f"{model_dir}: payload.values {values} != H x W x C of {shape}")
+    sha = hashlib.sha256((model_dir / "model.tflite").read_bytes()).hexdigest()
+    return RemoteSpec(
+        name=str(meta.get("name") or model_dir.name), directory=model_dir, sha256=sha, centroids=centroids,
+        bits=bits, input_shape=shape,  # type: ignore[arg-type]  # length checked above
+        alpha=None if alpha is None else float(alpha),
+    )
+
+
+class RemoteModel:
+    """One loaded Remote NN. `run()` is thread-safe: a lock serializes the model calls (a Keras model is one set
+    of variables and one traced function; concurrent calls gain nothing on the CPU and risk re-tracing), and a
+    request that cannot get the lock within `wait_s` fails with ModelBusy instead of queueing without bound."""
+
+    def __init__(self, spec: RemoteSpec, model: keras.Model, wait_s: float = 30.0) -> None:
+        self.spec = spec
+        self._model = model
+        self._wait_s = wait_s
+        self._lock = threading.Lock()
+        self._centroids = np.asarray(spec.centroids, np.float32)
+        inputs = tuple(model.inputs)
+        outputs = tuple(model.outputs)
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RemoteModelError(f"{spec.directory / 'remote.keras'}: expected one input and one output, "
+                                   f"got {len(inputs)} and {len(outputs)}")
+        keras_shape = tuple(inputs[0].shape[1:])
+        if keras_shape != spec.input_shape:
+            raise RemoteModelError(f"{spec.directory / 'remote.keras'} takes {keras_shape}, agilenn.json says "
+                                   f"{spec.input_shape}")
+        out_shape = tuple(outputs[0].shape[1:])
+        if len(out_shape) != 1 or out_shape[0] is None:
+            raise RemoteModelError(f"{spec.directory / 'remote.keras'}: output {out_shape} is not (classes,)")
+        self.classes = int(out_shape[0])
+        # Warm up once: the first call traces the predict function (hundreds of ms), which must not land on the
+        # first client's request or its server_us.
+        start = time.perf_counter()
+        logits, _ = self.run(np.zeros(spec.n_values, np.uint8))
+        self.warmup_s = time.perf_counter() - start
+        if not np.all(np.isfinite(logits)):
+            raise RemoteModelError(f"{spec.directory / 'remote.keras'} gives non-finite logits on the warm-up input")
+
+    @classmethod
+    def load(cls, model_dir: Path | str, wait_s: float = 30.0) -> RemoteModel:
+        spec = read_spec(model_dir)
+        import keras
+
+        with contextlib.suppress(ImportError):  # registers the project's custom layers, should an export use one
+            import hil.train.layers  # noqa: F401
+        model = keras.models.load_model(spec.directory / "remote.keras", compile=False)
+        remote = cls(spec, model, wait_s)
+        log.info("loaded %s (sha256 %s): input %s, %d classes, warm-up %.3f s", spec.name, spec.sha256[:16],
+                 spec.input_shape, remote.classes, remote.warmup_s)
+        return remote
+
+    def dequantize(self, codes: np.ndarray) -> np.ndarray:
+        """uint8 codes (n_values, NHWC order) -> (1, H, W, C) float32 centroid values."""
+        codes = np.asarray(codes).reshape(-1)
+        if codes.size != self.spec.n_values:
+            raise ValueError(f"{codes.size} codes, the model takes {self.spec.n_values}")
+        if codes.size and int(codes.max()) >= self._centroids.size:
+            raise CodeRangeError(f"code {int(codes.max())} has no centroid (the model has {self._centroids.size})")
+        return self._centroids[codes].reshape(1, *self.spec.input_shape)
+
+    def run(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
+        """Remote logits (float32, (classes,)) and the model call's time in microseconds."""
+        values = self.dequantize(codes)
+        if not self._lock.acquire(timeout=self._wait_s):
+            raise ModelBusy(f"{self.spec.name} stayed busy for more than {self._wait_s:g} s")
+        try:
+            start = time.perf_counter_ns()
+            # predict_on_batch: the traced predict function on one batch, without predict()'s per-call data
+            # pipeline (milliseconds per request for a model that itself takes microseconds).
+            out = self._model.predict_on_batch(values)
+            model_us = (time.perf_counter_ns() - start) // 1000
+        finally:
+            self._lock.release()
+        return np.asarray(out, np.float32).reshape(-1), int(model_us)
+
+    def describe(self) -> dict[str, Any]:
+        """The model's entry in the INFO reply."""
+        s = self.spec
+        return {
+            "name": s.name, "sha256": s.sha256, "n_values": s.n_values, "bits": s.bits,
+            "input_shape": list(s.input_shape), "classes": self.classes, "centroids": list(s.centroids),
+            "alpha": s.alpha,
+        }
