@@ -11,6 +11,8 @@
                                                                   when no resource is given)
     hil export   --run-dir DIR --out models/NAME [--name NAME] [--test-limit N]  (int8 device part, card)
     hil serve    [--host 127.0.0.1] [--port 0|N] [--model DIR ...]   (remote model server, hil/server/)
+    hil accuracy --target ... [--images N|all] [--model DIR] [--data PATH] [--hil-server HOST:PORT]
+                                        (AgileNN end to end: device == host int8, accuracy, agreement)
 
 Exit codes: 0 success, 1 the check failed (a mismatch), 2 wrong usage or bad input, 3 the device or its
 tools could not be started.
@@ -266,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_measure_parser(sub)  # hil measure (power analyzer); defined below
     _add_serve_parser(sub)  # hil serve (remote model server); defined below
+    _add_accuracy_parser(sub)  # hil accuracy (end-to-end accuracy checks); defined below
     return parser
 
 
@@ -397,6 +400,149 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hil accuracy: AgileNN end to end (hil.accuracy, hil/accuracy/README.md)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _images_arg(text: str) -> int | str:
+    if text == "all":
+        return "all"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a whole number nor 'all'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def _server_arg(text: str) -> tuple[str, int]:
+    from hil.server.client import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_accuracy_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("accuracy", help="AgileNN end to end: device offload step == host int8 on every image, "
+                                        "remote logits from the server, accuracy and agreement with the float "
+                                        "pipeline; exit 1 when the device differs from the host int8 execution")
+    _add_device_options(p)
+    p.add_argument("--images", type=_images_arg, default=None, metavar="N|all",
+                   help="N: the first N images of the committed subset (fixtures/cifar10/, 500 images, all of "
+                        "them by default), or the first N test images of --data (also when N > 500); all: the "
+                        "whole test set of --data")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data set for --images all or with N (default for all: ../shared/datasets/cifar10/"
+                        "cifar10.npz)")
+    p.add_argument("--hil-server", "--server", dest="server", type=_server_arg, metavar="HOST:PORT",
+                   help="a running remote model server (hil serve); default: one started in this process")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_accuracy)
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hil.accuracy.job import (
+        AccuracyError,
+        AgileSpec,
+        FloatPipeline,
+        HostInt8,
+        RemoteMismatch,
+        ServerModel,
+        run_accuracy,
+        write_report,
+    )
+    from hil.accuracy.subset import SubsetError, select_images
+    from hil.dut import DutError, open_dut
+    from hil.firmware.build import FirmwareBuildError
+    from hil.model.artifacts import resolve_model
+    from hil.server import protocol as server_protocol
+    from hil.server.client import RemoteClient, RemoteError
+    from hil.targets.base import TargetError
+    from hil.transport import frame
+    from hil.transport.client import DeviceError
+    from hil.transport.link import LinkError
+
+    console = Console(stderr=True, soft_wrap=True)
+    model = resolve_model(args.model)
+    try:
+        spec = AgileSpec.load(model.tflite_path.parent)
+        images = select_images(args.images, args.data)
+        host = HostInt8(spec)
+    except (AccuracyError, SubsetError) as exc:
+        print(f"hil accuracy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    notes: list[str] = []
+    try:
+        float_pipeline: FloatPipeline | None = FloatPipeline.load(spec)
+    except AccuracyError as exc:  # an old export: everything but the agreement can still be checked
+        float_pipeline = None
+        notes.append(f"no float pipeline: {exc}")
+        console.print(f"[yellow]note: {exc}[/]")
+    console.print(f"model {model.name} (sha256 {model.sha256[:16]}) on {args.target}: {PROVENANCE[args.target]}")
+    console.print(f"images: {images.source}")
+    device_errors = (LinkError, DeviceError, frame.ProtocolError, DutError, TargetError, FirmwareBuildError,
+                     RemoteError, server_protocol.ProtocolError, RemoteMismatch, OSError)
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.server is None:
+                from hil.server.remote_model import RemoteModel
+                from hil.server.service import RemoteServer, ServerConfig
+
+                server = RemoteServer([RemoteModel.load(spec.model_dir)], ServerConfig(host="127.0.0.1", port=0))
+                stack.callback(server.close)
+                address = server.start().address
+            else:
+                address = args.server
+            client = stack.enter_context(RemoteClient(*address, timeout=args.timeout))
+            served = client.info().model(model.sha256)
+            if served is None:
+                print(f"hil accuracy: the server at {address[0]}:{address[1]} does not serve {model.name} "
+                      f"(model.tflite sha256 {model.sha256[:16]})", file=sys.stderr)
+                return EXIT_DEVICE
+            console.print(f"remote model: {served.name} on {address[0]}:{address[1]}"
+                          + (" (in-process)" if args.server is None else ""))
+            dut = stack.enter_context(open_dut(model, _options(args)))
+            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[bad]} != host int8"), TimeRemainingColumn())
+            with Progress(*columns, console=console, transient=True, disable=args.quiet) as progress:
+                task = progress.add_task(f"accuracy {args.target}", total=len(images), bad=0)
+                bad = 0
+
+                def on_image(_index: int, ok: bool) -> None:
+                    nonlocal bad
+                    bad += not ok
+                    progress.update(task, advance=1, bad=bad)
+
+                result = run_accuracy(dut, ServerModel(client, model.sha256), host, images,
+                                      float_pipeline=float_pipeline, on_image=on_image, notes=notes)
+    except AccuracyError as exc:
+        print(f"hil accuracy: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except device_errors as exc:
+        print(f"hil accuracy: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_DEVICE
+    for m in result.mismatches[:10]:
+        console.print(f"[red]image {m.image} (test index {m.test_index}): {'; '.join(m.problems)}[/]")
+    if float_pipeline is not None:
+        console.print(f"float pipeline: device part from {float_pipeline.origin}; float accuracy "
+                      f"{result.float_accuracy:.3f}")
+    cycles = ", ".join(f"{k} {v:,.0f}" for k, v in result.median_cycles().items())
+    console.print(f"median cycles per image: {cycles} ({result.clock_hz / 1e6:g} MHz counter; {result.provenance})")
+    console.print(f"{result.wall_s:.1f} s for {result.images} images; report {write_report(result, paths.REPORTS)}")
+    print(result.summary_line())
+    return 0 if result.ok else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

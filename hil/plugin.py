@@ -27,6 +27,7 @@ from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
+    from hil.accuracy.subset import ImageSet  # the accuracy section
     from hil.measure.measurement import Measurement
     from hil.measure.run import AnalyzerHandle
     from hil.server.client import ModelInfo, RemoteClient, RemoteResult  # the remote model server section
@@ -40,7 +41,8 @@ _OPTIONS = (
     ("--hil-baud", "hil_baud", "serial baud rate of the protocol link (default 2000000)", "2000000"),
     ("--hil-fw", "hil_fw", "prebuilt firmware: host/qemu binary or ESP-IDF build directory", None),
     ("--hil-model", "hil_model", "device model directory or .tflite (default: the project's)", None),
-    ("--hil-images", "hil_images", "images per accuracy/bit-exact test (default 200)", "200"),
+    ("--hil-images", "hil_images", "images per accuracy/bit-exact test (default 200; the accuracy tests: the "
+                                   "committed 500-image subset), or 'all': the whole test set of --hil-data", "200"),
     ("--hil-timeout", "hil_timeout", "seconds to wait for each device reply (default 10)", "10"),
     ("--hil-report-dir", "hil_report_dir", "where logs and results go (default reports/)", None),
     # --- power analyzer (hil.instruments, hil.measure) ---
@@ -105,8 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--hil-target: unknown target '{target}'; choose one of {', '.join(TARGETS)}")
     if target == "esp32s3" and not _get(config, "hil_port"):
         raise pytest.UsageError("--hil-target esp32s3 needs --hil-port (e.g. /dev/ttyUSB0 or rfc2217://host:4000)")
-    for ini in ("hil_baud", "hil_images"):
-        _int_option(config, ini)
+    _int_option(config, "hil_baud")  # hil_images ("all" or N) is checked in the accuracy section below
 
 
 def report_dir(config: pytest.Config) -> Path:
@@ -140,7 +141,9 @@ def hil_bench(pytestconfig: pytest.Config) -> Bench | None:
 
 
 @pytest.fixture(scope="session")
-def hil_images(pytestconfig: pytest.Config) -> int:
+def hil_images(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> int:
+    if _images_setting(pytestconfig) == "all":  # as many as the whole test set has (accuracy section below)
+        return len(request.getfixturevalue("hil_dataset"))
     return _int_option(pytestconfig, "hil_images")
 
 
@@ -365,3 +368,57 @@ def remote_model(pytestconfig: pytest.Config, hil_model: DeviceModel) -> Iterato
         client.close()
         if server is not None:
             server.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Accuracy checks (hil.accuracy): --hil-images all, --hil-data and the `hil_dataset` fixture
+# ---------------------------------------------------------------------------------------------------------------
+
+_DATA_HELP = ("data set of --hil-images all (or N beyond the committed subset): a .npz with x_test/y_test or an "
+              "image folder (default: ../shared/datasets/cifar10/cifar10.npz)")
+
+
+@pytest.hookimpl(specname="pytest_addoption")
+def pytest_addoption_accuracy(parser: pytest.Parser) -> None:
+    parser.getgroup("hil", "hardware-in-the-loop").addoption(
+        "--hil-data", dest="hil_data", default=None, metavar="PATH", help=_DATA_HELP)
+    parser.addini("hil_data", _DATA_HELP, default=None)
+
+
+def _images_setting(config: pytest.Config) -> int | str | None:
+    """--hil-images as given: "all", a whole number >= 1, or None when neither the option nor the ini key is set
+    (then the bit-exact tests use the default 200 and `hil_dataset` the whole committed subset)."""
+    raw = config.getoption("hil_images") or config.getini("hil_images")
+    if raw is None or str(raw).strip() == "":
+        return None
+    text = str(raw).strip()
+    if text == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise pytest.UsageError(f"hil-images: '{raw}' is not a whole number or 'all'") from None
+    if value < 1:
+        raise pytest.UsageError(f"hil-images: {value} is not at least 1")
+    return value
+
+
+@pytest.hookimpl(specname="pytest_configure")
+def pytest_configure_accuracy(config: pytest.Config) -> None:
+    _images_setting(config)  # a malformed --hil-images is a usage error at start
+
+
+@pytest.fixture(scope="session")
+def hil_dataset(pytestconfig: pytest.Config) -> ImageSet:
+    """Labelled test images (`hil.accuracy.subset.ImageSet`: uint8 x, labels, test-set indices, source) for the
+    accuracy checks: by default the committed 500-image CIFAR-10 subset (fixtures/cifar10/, 50 byte-exact images
+    per class); --hil-images N: its first N (class-balanced for multiples of 10; beyond 500, the first N of the
+    data set's test set); --hil-images all: the whole test set of --hil-data."""
+    from hil.accuracy.subset import SubsetError, select_images
+
+    data = pytestconfig.getoption("hil_data") or pytestconfig.getini("hil_data") or None
+    try:
+        return select_images(_images_setting(pytestconfig), Path(data) if data else None)
+    except SubsetError as exc:
+        pytest.fail(f"hil_dataset: {exc}", pytrace=False)
+

@@ -126,7 +126,8 @@ def test_card_has_the_required_keys_and_valid_hashes(exported):
     assert card == exported.card
     assert card["name"] == "tiny-agilenn" and card["kind"] == "agilenn"
     assert set(card["artifacts"]) == {
-        "model.tflite", "hil_model.c", "model.json", "hil_offload.c", "remote.keras", "agilenn.json"
+        "model.tflite", "hil_model.c", "model.json", "hil_offload.c", "remote.keras", "device_float.keras",
+        "agilenn.json",
     }  # fmt: skip
     acc = card["accuracy"]
     for key in ("local_only", "remote_only", "combined_float", "combined_int8"):
@@ -275,6 +276,25 @@ def test_exported_model_offloads_in_the_host_firmware(exported, host_runner, tmp
                 assert result.cycles["local_nn"] > 0 and result.cycles["extractor"] > 0
         finally:
             client.close()
+
+
+@pytest.mark.tf
+def test_device_float_keras_is_the_float_pipeline_of_the_card(exported):
+    """device_float.keras + agilenn.json's centroids (hard quantizer) + remote.keras + alpha, from the model
+    directory alone, is the training run's float pipeline: same logits as TrainedAgileNN.forward, and the card's
+    combined_float accuracy."""
+    from hil.accuracy.job import AgileSpec, FloatPipeline
+    from hil.export.agilenn import float_logits
+    from hil.train.layers import load_trained
+
+    pipeline = FloatPipeline.load(AgileSpec.load(exported.out))
+    assert pipeline.origin.endswith("device_float.keras")
+    x, y = exported.data["x_test"], exported.data["y_test"]
+    got = pipeline.logits(x)
+    want = float_logits(load_trained(exported.run), x, y)
+    for key in ("local", "remote", "combined"):
+        np.testing.assert_allclose(getattr(got, key), want[key], rtol=1e-4, atol=1e-4, err_msg=key)
+    assert np.mean(np.argmax(got.combined, -1) == y) == exported.card["accuracy"]["combined_float"]
 
 
 @pytest.mark.tf

@@ -8,6 +8,9 @@
 - hil_model.c, model.json: the C the firmware compiles (hil.model.compiler), so no TensorFlow at build time;
 - hil_offload.c: the firmware's offload config (hil.offload.codegen): lookup table, output indices, Local NN ops;
 - remote.keras: the server's Remote NN, input = dequantized remote channels (centroid values), output logits;
+- device_float.keras: the float device part (hil.train.layers.device_keras_model): image x / 255 -> [local
+  logits, remote features], both float; with agilenn.json's centroids, remote.keras and alpha it is the float
+  Keras pipeline that `hil accuracy` compares the int8 device against, without the training run directory;
 - agilenn.json: split, centroids, alpha, I/O quantization and the 256-entry int8 -> code lookup table;
 - card.json + README.md: hashes, data set provenance, accuracies, skewness, payload and device cost.
 
@@ -19,14 +22,8 @@ Remote NN; combined = alpha * local + (1 - alpha) * remote.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import importlib.metadata
-import io
 import json
 import math
-import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +31,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hil import paths
-from hil.export.cards import UNHASHED, load_card, sha256_file
+from hil.export.common import (
+    ExportError,
+    FinishedRun,
+    Laps,
+    Quant,
+    card_head,
+    check_out_dir,
+    convert_int8,
+    exported_at,
+    hist_entropy_bits,
+    int8_quants,
+    op_counts,
+    pct,
+    tf_version,
+    tflm_outputs,
+    tflm_runtime,
+    top1,
+    version,
+    write_card,
+)
 from hil.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -47,36 +62,15 @@ if TYPE_CHECKING:
 EXPORT_FORMAT = "agilenn-export/1"
 OUTPUT_NAMES = ("local_logits", "remote_features")  # the fixed output order of model.tflite
 DEVICE_FILES = ("model.tflite", "hil_model.c", "model.json", "hil_offload.c")
-EXPORT_FILES = (*DEVICE_FILES, "remote.keras", "agilenn.json", "README.md", "card.json")
+EXPORT_FILES = (*DEVICE_FILES, "remote.keras", "device_float.keras", "agilenn.json", "README.md", "card.json")
 CALIBRATION_IMAGES = 300
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 EVAL_BATCH = 500
 
 
-class ExportError(ValueError):
-    """The run directory cannot be exported as asked (unfinished run, other data, unexpected conversion)."""
-
-
 # ---------------------------------------------------------------------------------------------------------
 # small, TensorFlow-free pieces (unit-testable on their own)
 # ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Quant:
-    """Per-tensor int8 quantization: real = scale * (q - zero_point)."""
-
-    scale: float
-    zero_point: int
-
-    def dequantize(self, q: np.ndarray) -> np.ndarray:
-        # float32 like the TFLite/TFLM dequantize, so the host reproduces the same floats.
-        return np.float32(self.scale) * (np.asarray(q, np.int32) - self.zero_point).astype(np.float32)
-
-    def quantize(self, real: np.ndarray) -> np.ndarray:
-        """Round half up (TFLite's quantize of a float input), saturated to int8."""
-        q = np.floor(np.asarray(real, np.float64) / self.scale + 0.5) + self.zero_point
-        return np.clip(q, -128, 127).astype(np.int8)
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -165,40 +159,12 @@ def order_outputs_by_shape(tflite: bytes, shapes: Sequence[Sequence[int]]) -> by
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunFiles:
-    """What the trainer left in a finished run directory (see hil.train.trainer)."""
-
-    run_dir: Path
-    config: TrainConfig
-    meta: dict[str, Any]  # agilenn.json
-    result: dict[str, Any]  # result.json: evaluation, provenance, sessions, artifacts
-    sessions: list[dict[str, Any]]  # hardware.json
-    metrics: list[dict[str, Any]]  # metrics.jsonl
+class RunFiles(FinishedRun):
+    """What the trainer left in a finished run directory (see hil.train.trainer; meta: agilenn.json)."""
 
     @classmethod
     def read(cls, run_dir: Path) -> RunFiles:
-        run_dir = Path(run_dir)
-        needed = ("config.json", "agilenn.json", "result.json", "hardware.json", "metrics.jsonl")
-        missing = [f for f in needed if not (run_dir / f).is_file()]
-        if missing:
-            raise ExportError(
-                f"{run_dir} is not a finished training run (lacks {', '.join(missing)}); "
-                f"finish it with: hil train --run-dir {run_dir}"
-            )
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return cls(
-            run_dir=run_dir,
-            config=TrainConfig.from_json(run_dir / "config.json"),
-            meta=json.loads((run_dir / "agilenn.json").read_text()),
-            result=json.loads((run_dir / "result.json").read_text()),
-            sessions=json.loads((run_dir / "hardware.json").read_text()),
-            metrics=[json.loads(line) for line in lines if line.strip()],
-        )
-
-    @property
-    def provenance(self) -> str:
-        return str(self.result["provenance"])
+        return cls.read_files(run_dir, TrainConfig, "agilenn.json", "training run", "hil train")
 
     def training_summary(self) -> dict[str, Any]:
         """Epochs, time and machines, from metrics.jsonl and hardware.json."""
@@ -208,45 +174,7 @@ class RunFiles:
         }
         compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in self.metrics)
         compute += sum(r.get("seconds", 0.0) for r in self.metrics if r.get("stage") == "preprocess")
-        times = [_parse_time(r["time"]) for r in self.metrics if "time" in r]
-        starts = [_parse_time(s["started"]) for s in self.sessions if "started" in s]
-        wall = (max(times) - min(starts)).total_seconds() if times and starts else None
-        machines = []
-        for session in self.sessions:
-            hw = session.get("hardware", {})
-            text = (
-                f"{hw.get('cpu_model') or 'unknown CPU'} ({hw.get('cpu_usable')} of {hw.get('cpu_count')} CPUs "
-                f"usable), accelerator: {hw.get('accelerator', 'unknown')}, TensorFlow {hw.get('tensorflow')}, "
-                f"Keras {hw.get('keras')}"
-            )
-            if text not in machines:
-                machines.append(text)
-        last = self.sessions[-1] if self.sessions else {}
-        return {
-            "preset": last.get("preset", self.config.preset),
-            "schedule": last.get("schedule", {}),
-            "epochs": epochs,
-            "sessions": len(self.sessions),
-            # Sum of the logged epoch, evaluation and pre-processing times: the training compute itself.
-            "compute_seconds": round(compute, 1),
-            # First start to the last log line; includes start-up, the final evaluation and any pauses between
-            # resumed sessions.
-            "wall_seconds": None if wall is None else round(wall, 1),
-            "hardware": machines,
-        }
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
-
-
-def _display_path(path: Path) -> str:
-    """Relative to the project root when inside it: cards are committed and must not carry machine paths."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return path.name
+        return self.summary(epochs, compute)
 
 
 def _dataset(run: RunFiles, data: Dataset | None) -> Dataset:
@@ -262,20 +190,6 @@ def _dataset(run: RunFiles, data: Dataset | None) -> Dataset:
             "pass the same data set"
         )
     return dataset
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    """Refuses to mix an export with foreign files: the card must account for every file in the directory."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise ExportError(f"{out_dir} exists and is not a directory")
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES and not p.name.startswith("."))
-    if foreign:
-        raise ExportError(
-            f"{out_dir} holds files that are not part of an export ({', '.join(foreign)}); "
-            "remove them or export into another directory"
-        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -316,7 +230,6 @@ def convert_device_int8(trained: TrainedAgileNN, calibration: np.ndarray) -> byt
     remote_features]. calibration: float32 model inputs for the representative dataset."""
     import keras
 
-    from hil.model.synthetic import convert_keras_int8
     from hil.train.layers import device_keras_model
 
     cfg = trained.config
@@ -326,16 +239,7 @@ def convert_device_int8(trained: TrainedAgileNN, calibration: np.ndarray) -> byt
     # Named outputs: the converter orders a dict's outputs by name, which already gives the wanted order;
     # order_outputs_by_shape still enforces it, since that is converter behaviour, not a documented contract.
     wrapper = keras.Model(image, dict(zip(OUTPUT_NAMES, (local, remote), strict=True)), name="agilenn_device")
-
-    def representative() -> Iterator[list[np.ndarray]]:
-        for img in calibration:
-            yield [img[None].astype(np.float32)]
-
-    # The Keras export prints every captured variable to stdout; keep the command's output readable. The
-    # converter also warns that the int8 input has no given statistics: the representative images are them.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        tflite = convert_keras_int8(wrapper, representative)
+    tflite = convert_int8(wrapper, calibration)
     fs, rc = cfg.feature_size, cfg.remote_channels
     return order_outputs_by_shape(tflite, [(1, cfg.num_classes), (1, fs, fs, rc)])
 
@@ -355,17 +259,13 @@ class DeviceIO:
 
         graph = read_tflite(tflite)
         tensors = [graph.tensors[i] for i in (*graph.inputs, *graph.outputs)]
-        for t in tensors:
-            if t.dtype != "int8" or t.quant is None or t.quant.per_channel:
-                raise ExportError(f"tensor '{t.name}' is {t.dtype}, not per-tensor int8: not a full-integer model")
-        q = [Quant(float(t.quant.scale), int(t.quant.zero_point)) for t in tensors]
+        q = int8_quants(tensors)
         return cls(q[0], q[1], q[2], *(tuple(t.shape) for t in tensors))
 
 
 def check_uint8_input(io_: DeviceIO) -> bool:
     """True when quantizing x = u / 255 with the input's parameters gives exactly u - 128 for all 256 u."""
-    u = np.arange(256)
-    return bool(np.array_equal(io_.input.quantize(u / 255.0).astype(np.int16), u - 128))
+    return io_.input.uint8_exact()
 
 
 @dataclass(frozen=True)
@@ -392,20 +292,7 @@ def device_inputs(images: np.ndarray, input_size: int, input_q: Quant) -> Iterat
 
 def run_int8_tflm(tflite: bytes, images: np.ndarray, input_size: int, input_q: Quant) -> Int8Outputs:
     """Every image through TFLite Micro one at a time (batch 1, as on the device)."""
-    from hil.model.reference import TflmReference
-
-    ref = TflmReference(tflite)
-    local = np.empty((len(images), *ref.outputs[0].shape[1:]), np.int8)
-    remote = np.empty((len(images), *ref.outputs[1].shape[1:]), np.int8)
-    seconds = 0.0
-    n = 0
-    for q in device_inputs(images, input_size, input_q):
-        started = time.perf_counter()
-        for x in q:
-            out_local, out_remote = ref.run([x[None]])
-            local[n], remote[n] = out_local[0], out_remote[0]
-            n += 1
-        seconds += time.perf_counter() - started
+    (local, remote), seconds = tflm_outputs(tflite, device_inputs(images, input_size, input_q), len(images))
     return Int8Outputs(local, remote, seconds)
 
 
@@ -448,10 +335,6 @@ def float_logits(trained: TrainedAgileNN, x: np.ndarray, y: np.ndarray) -> dict[
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=-1) == y)) if len(y) else float("nan")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the export
 # ---------------------------------------------------------------------------------------------------------
@@ -474,23 +357,18 @@ def export_agilenn(
     runs; the card says so). calibration_count / seed: the representative training images of the int8
     conversion.
     """
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(key: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[key] = round(now - since, 2)
-        return now
+    laps = Laps()
+    lap, started = laps.lap, laps.started
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = RunFiles.read(run_dir)
     cfg = run.config
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir, EXPORT_FILES)
     dataset = _dataset(run, data)
     # TensorFlow only now: a wrong run directory or data set is reported in a fraction of a second.
     from hil.model.compiler import compile_tflite
     from hil.offload.codegen import write_offload_c
-    from hil.train.layers import load_trained
+    from hil.train.layers import device_keras_model, load_trained
 
     trained = load_trained(run_dir)
     x_train = dataset.x_train[: cfg.train_limit]
@@ -519,6 +397,8 @@ def export_agilenn(
     alpha = float(run.meta["alpha"])
     lookup = centroid_lookup(centroids, io_.remote)
     trained.remote.save(out_dir / "remote.keras")
+    # The float device part, so the float pipeline (hil.accuracy) can run from the model directory alone.
+    device_keras_model(trained).save(out_dir / "device_float.keras")
 
     # --- accuracy: float pipeline, then the int8 device part through TFLM ---
     flt = float_logits(trained, x_test, y_test)
@@ -533,23 +413,20 @@ def export_agilenn(
     evaluation = run.result["evaluation"]
     values_per_inference = cfg.feature_size**2 * cfg.remote_channels
     accuracy = {
-        "local_only": _accuracy(flt["local"], y_test),
-        "remote_only": _accuracy(flt["remote"], y_test),
-        "combined_float": _accuracy(flt["combined"], y_test),
+        "local_only": top1(flt["local"], y_test),
+        "remote_only": top1(flt["remote"], y_test),
+        "combined_float": top1(flt["combined"], y_test),
         "combined_int8": correct_int8 / n if n else float("nan"),
         "combined_int8_ci95": list(wilson_interval(correct_int8, n)),
-        "local_only_int8": _accuracy(srv["local"], y_test),
-        "remote_only_int8": _accuracy(srv["remote"], y_test),
+        "local_only_int8": top1(srv["local"], y_test),
+        "remote_only_int8": top1(srv["remote"], y_test),
         # How often the int8 device part changes the float pipeline's decision.
         "int8_float_agreement": float(np.mean(np.argmax(srv["combined"], -1) == np.argmax(flt["combined"], -1))),
         "samples": n,
         "full_test_set": test_limit is None or test_limit >= len(dataset.x_test),
         "test_set": eval_provenance,
-        "int8_runtime": (
-            f"TensorFlow Lite Micro {_version('tflite-micro')} (hil.model.reference.TflmReference, reference "
-            f"kernels), batch 1, {int8.images_per_s:.0f} images/s on the exporting machine"
-        ),
-        "float_runtime": f"TensorFlow {_tf_version()}, Keras {_version('keras')}",
+        "int8_runtime": tflm_runtime(int8.images_per_s),
+        "float_runtime": f"TensorFlow {tf_version()}, Keras {version('keras')}",
     }
 
     # --- agilenn.json: everything the device and the server need besides the two models ---
@@ -625,16 +502,8 @@ def export_agilenn(
 
     # --- the card ---
     device_model_params = int(sum(math.prod(w.shape) for m in (trained.extractor, trained.local) for w in m.weights))
-    op_counts: dict[str, int] = {}
-    for op in compiled.ops:
-        op_counts[op.op] = op_counts.get(op.op, 0) + 1
     card: dict[str, Any] = {
-        "name": name,
-        "kind": "agilenn",
-        "format": EXPORT_FORMAT,
-        "dataset": run.provenance,
-        "dataset_spec": cfg.dataset,
-        "source_run": _display_path(run_dir),
+        **card_head(name, "agilenn", EXPORT_FORMAT, run),
         "artifacts": {},
         "accuracy": accuracy,
         "skewness": float(evaluation["skewness"]),
@@ -656,7 +525,7 @@ def export_agilenn(
             "raw_input_bytes": cfg.raw_input_bytes,
             "vs_raw": cfg.payload_bits / 8 / cfg.raw_input_bytes,
             # Empirical code entropy over the int8 device part's codes: a bound for lossless compression.
-            "entropy_bytes": _entropy_bits(code_hist) * values_per_inference / 8,
+            "entropy_bytes": hist_entropy_bits(code_hist) * values_per_inference / 8,
             "code_histogram": code_hist.tolist(),
         },
         "device": {
@@ -665,7 +534,7 @@ def export_agilenn(
             "macs": compiled.macs,
             "params": device_model_params,
             "tflite_bytes": len(tflite),
-            "ops": op_counts,
+            "ops": op_counts(compiled),
             "input": {
                 "shape": list(io_.input_shape),
                 "scale": io_.input.scale,
@@ -698,43 +567,17 @@ def export_agilenn(
             for k_ in ("samples", "local_accuracy", "remote_accuracy", "combined_accuracy", "reference_accuracy")
         },
         "export": {
-            "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "exported": exported_at(),
             "calibration": {"images": len(calib_u8), "from": "training set", "seed": seed, "patched_extremes": patched},
-            "tensorflow": _tf_version(),
-            "tflite_micro": _version("tflite-micro"),
-            "hil": _version("hil"),
+            "tensorflow": tf_version(),
+            "tflite_micro": version("tflite-micro"),
+            "hil": version("hil"),
             "int8_images_per_s": round(int8.images_per_s, 1),
             "seconds": {},
         },
     }
-    (out_dir / "README.md").write_text(_readme(card, agilenn))
-    card["artifacts"] = {
-        f: sha256_file(out_dir / f) for f in EXPORT_FILES if f not in UNHASHED and (out_dir / f).is_file()
-    }
-    lap("total", started)
-    card["export"]["seconds"] = timings
     # card.json last: its presence marks a complete export; load_card re-reads and checks it.
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return load_card(out_dir)
-
-
-def _entropy_bits(hist: np.ndarray) -> float:
-    total = hist.sum()
-    if total == 0:
-        return 0.0
-    p = hist[hist > 0] / total
-    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no "-0.0" in the card
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _tf_version() -> str | None:
-    return _version("tensorflow-cpu") or _version("tensorflow")
+    return write_card(out_dir, card, _readme(card, agilenn), EXPORT_FILES, laps)
 
 
 def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
@@ -760,10 +603,6 @@ def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
     return {k: data[k] for k in keys}
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
-
-
 def _readme(card: dict[str, Any], agilenn: dict[str, Any]) -> str:
     acc, dev, pay, tr = card["accuracy"], card["device"], card["payload"], card["training"]
     lo, hi = acc["combined_int8_ci95"]
@@ -782,16 +621,16 @@ below and the sha256 of every file; the files are described in [../README.md](..
 - split: k = {agilenn["k"]} of {agilenn["feature_map"][2]} channels stay on the device (feature map {fmap});
   channels {remote} go to the server as {agilenn["bits_per_value"]}-bit codes of {len(agilenn["centroids"])} centroids;
   alpha = {agilenn["alpha"]:.4f}
-- skewness (share of importance in the top-k): {_pct(card["skewness"])} (target {skew_target})
+- skewness (share of importance in the top-k): {pct(card["skewness"])} (target {skew_target})
 - payload before compression: {card["payload_bits"]} bits = {pay["bytes"]:g} bytes per inference,
-  {_pct(pay["vs_raw"])} of the {pay["raw_input_bytes"]}-byte image (code entropy bound: {entropy:.0f} bytes)
+  {pct(pay["vs_raw"])} of the {pay["raw_input_bytes"]}-byte image (code entropy bound: {entropy:.0f} bytes)
 
 | accuracy on {samples} | top-1 |
 |---|---|
-| local only (float) | {_pct(acc["local_only"])} |
-| remote only (float) | {_pct(acc["remote_only"])} |
-| combined, float pipeline | {_pct(acc["combined_float"])} |
-| combined, int8 device part | {_pct(acc["combined_int8"])} (95% Wilson CI {_pct(lo)} to {_pct(hi)}) |
+| local only (float) | {pct(acc["local_only"])} |
+| remote only (float) | {pct(acc["remote_only"])} |
+| combined, float pipeline | {pct(acc["combined_float"])} |
+| combined, int8 device part | {pct(acc["combined_int8"])} (95% Wilson CI {pct(lo)} to {pct(hi)}) |
 
 The int8 device part ran on {acc["int8_runtime"]}.
 

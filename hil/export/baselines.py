@@ -21,40 +21,25 @@ codecs (raw DEFLATE, LZMA2 and the paper's LZW); `edge_codec` picks the one that
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import importlib.metadata
-import io
 import json
 import lzma
 import math
-import time
-import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hil import paths
-from hil.export.agilenn import (
-    ExportError,
-    Quant,
-    calibration_images,
-    centroid_lookup,
-    device_inputs,
-    keras_macs,
-    wilson_interval,
-)
-from hil.export.cards import UNHASHED, load_card, sha256_file
+from hil.export import common
+from hil.export.agilenn import calibration_images, centroid_lookup, device_inputs, keras_macs, wilson_interval
+from hil.export.common import ExportError, FinishedRun, Quant, pct
 
 if TYPE_CHECKING:
     import keras
 
     from hil.model.compiler import CompiledModel
-    from hil.train.baseline_config import BaselineConfig
     from hil.train.baselines import BaselineModel
     from hil.train.data import Dataset
 
@@ -201,12 +186,7 @@ def size_summary(sizes: dict[str, np.ndarray], mask: np.ndarray | None = None) -
 
 def entropy_bits(values: np.ndarray, symbols: int) -> float:
     """Empirical entropy (bits per value) of non-negative integer values."""
-    hist = np.bincount(np.asarray(values).reshape(-1), minlength=symbols)
-    total = hist.sum()
-    if total == 0:
-        return 0.0
-    p = hist[hist > 0] / total
-    return float(-(p * np.log2(p)).sum()) + 0.0
+    return common.hist_entropy_bits(np.bincount(np.asarray(values).reshape(-1), minlength=symbols))
 
 
 def exact_test_mask(dataset_spec: str, n: int) -> np.ndarray | None:
@@ -228,102 +208,32 @@ def exact_test_mask(dataset_spec: str, n: int) -> np.ndarray | None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BaselineRun:
-    """What hil.train.baselines left in a finished run directory."""
-
-    run_dir: Path
-    config: BaselineConfig
-    meta: dict[str, Any]  # baseline.json
-    result: dict[str, Any]  # result.json
-    sessions: list[dict[str, Any]]  # hardware.json
-    metrics: list[dict[str, Any]]  # metrics.jsonl
+class BaselineRun(FinishedRun):
+    """What hil.train.baselines left in a finished run directory (meta: baseline.json)."""
 
     @classmethod
     def read(cls, run_dir: Path) -> BaselineRun:
         from hil.train.baseline_config import BaselineConfig
 
-        run_dir = Path(run_dir)
-        needed = ("config.json", "baseline.json", "result.json", "hardware.json", "metrics.jsonl")
-        missing = [f for f in needed if not (run_dir / f).is_file()]
-        if missing:
-            raise ExportError(
-                f"{run_dir} is not a finished baseline run (lacks {', '.join(missing)}); "
-                f"finish it with: hil baseline train --run-dir {run_dir}"
-            )
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return cls(
-            run_dir=run_dir,
-            config=BaselineConfig.from_json(run_dir / "config.json"),
-            meta=json.loads((run_dir / "baseline.json").read_text()),
-            result=json.loads((run_dir / "result.json").read_text()),
-            sessions=json.loads((run_dir / "hardware.json").read_text()),
-            metrics=[json.loads(line) for line in lines if line.strip()],
-        )
-
-    @property
-    def provenance(self) -> str:
-        return str(self.result["provenance"])
+        return cls.read_files(run_dir, BaselineConfig, "baseline.json", "baseline run", "hil baseline train")
 
     def training_summary(self) -> dict[str, Any]:
         """Epochs, time, step cost and machines, from metrics.jsonl and hardware.json (as AgileNN's card)."""
         epochs = [r for r in self.metrics if r.get("stage") == "train"]
         compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in epochs)
-        times = [dt.datetime.fromisoformat(r["time"]) for r in self.metrics if "time" in r]
-        starts = [dt.datetime.fromisoformat(s["started"]) for s in self.sessions if "started" in s]
-        wall = (max(times) - min(starts)).total_seconds() if times and starts else None
-        machines = []
-        for session in self.sessions:
-            hw = session.get("hardware", {})
-            text = (
-                f"{hw.get('cpu_model') or 'unknown CPU'} ({hw.get('cpu_usable')} of {hw.get('cpu_count')} CPUs "
-                f"usable), accelerator: {hw.get('accelerator', 'unknown')}, TensorFlow {hw.get('tensorflow')}, "
-                f"Keras {hw.get('keras')}"
-            )
-            if text not in machines:
-                machines.append(text)
-        last = self.sessions[-1] if self.sessions else {}
         step_costs = [r["sec_per_step"] for r in epochs if r.get("steps", 0) > 1]
-        return {
-            "preset": last.get("preset", self.config.preset),
-            "schedule": last.get("schedule", {}),
-            "epochs": max((r["epoch"] for r in epochs), default=0),
-            "sessions": len(self.sessions),
-            "compute_seconds": round(compute, 1),  # logged epochs and test passes
-            "wall_seconds": None if wall is None else round(wall, 1),  # incl. start-up and pauses
-            "median_sec_per_step": float(np.median(step_costs)) if step_costs else None,
-            "hardware": machines,
-        }
-
-
-def _display_path(path: Path) -> str:
-    """Relative to the project root when inside it: cards are committed and must not carry machine paths."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return path.name
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+        return self.summary(
+            max((r["epoch"] for r in epochs), default=0),
+            compute,  # logged epochs and test passes
+            median_sec_per_step=float(np.median(step_costs)) if step_costs else None,
+        )
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
     """Refuses foreign files (the card must account for every file); removes a previous export's files, since
     a kind without a device part must not leave a stale model.tflite behind."""
+    common.check_out_dir(out_dir, EXPORT_FILES, "a baseline export")
     if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ExportError(f"{out_dir} exists and is not a directory")
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES and not p.name.startswith("."))
-        if foreign:
-            raise ExportError(
-                f"{out_dir} holds files that are not part of a baseline export ({', '.join(foreign)}); "
-                "remove them or export into another directory"
-            )
         for name in EXPORT_FILES:
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -338,24 +248,12 @@ def convert_device(model: BaselineModel, calibration: np.ndarray) -> bytes:
     """The device part as full-integer int8 TFLite with batch 1 (one input, one output)."""
     import keras
 
-    from hil.model.synthetic import convert_keras_int8
-
     cfg = model.config
     device = model.device_model()
     if device is None:
         raise ExportError(f"kind {cfg.kind} has no device part")
     image = keras.Input((cfg.input_size, cfg.input_size, 3), batch_size=1, name="image")
-    wrapper = keras.Model(image, device(image), name=f"{cfg.kind}_device")
-
-    def representative() -> Iterator[list[np.ndarray]]:
-        for img in calibration:
-            yield [img[None].astype(np.float32)]
-
-    # The Keras export prints every captured variable; the converter warns that the int8 input has no given
-    # statistics (the representative images are them).
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        return convert_keras_int8(wrapper, representative)
+    return common.convert_int8(keras.Model(image, device(image), name=f"{cfg.kind}_device"), calibration)
 
 
 @dataclass(frozen=True)
@@ -373,31 +271,17 @@ class DeviceIO:
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise ExportError(f"expected one input and one output, got {len(graph.inputs)} / {len(graph.outputs)}")
         tensors = [graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]]
-        for t in tensors:
-            if t.dtype != "int8" or t.quant is None or t.quant.per_channel:
-                raise ExportError(f"tensor '{t.name}' is {t.dtype}, not per-tensor int8: not a full-integer model")
-        q = [Quant(float(t.quant.scale), int(t.quant.zero_point)) for t in tensors]
+        q = common.int8_quants(tensors)
         return cls(q[0], q[1], tuple(tensors[0].shape), tuple(tensors[1].shape))
 
     def uint8_exact(self) -> bool:
         """True when quantizing u / 255 gives exactly u - 128 for all 256 u (the firmware's input path)."""
-        u = np.arange(256)
-        return bool(np.array_equal(self.input.quantize(u / 255.0).astype(np.int16), u - 128))
+        return self.input.uint8_exact()
 
 
 def run_tflm(tflite: bytes, images: np.ndarray, input_size: int, input_q: Quant) -> tuple[np.ndarray, float]:
     """Every image through TFLite Micro, batch 1; returns (int8 outputs, interpreter seconds)."""
-    from hil.model.reference import TflmReference
-
-    ref = TflmReference(tflite)
-    out = np.empty((len(images), *ref.outputs[0].shape[1:]), np.int8)
-    seconds, n = 0.0, 0
-    for q in device_inputs(images, input_size, input_q):
-        started = time.perf_counter()
-        for x in q:
-            out[n] = ref.run([x[None]])[0][0]
-            n += 1
-        seconds += time.perf_counter() - started
+    (out,), seconds = common.tflm_outputs(tflite, device_inputs(images, input_size, input_q), len(images))
     return out, seconds
 
 
@@ -414,10 +298,6 @@ def float_logits(model: BaselineModel, x: np.ndarray, y: np.ndarray) -> np.ndarr
 
 def _predict(server: keras.Model, inputs: np.ndarray) -> np.ndarray:
     return np.asarray(server.predict(inputs, batch_size=EVAL_BATCH, verbose=0), np.float32)
-
-
-def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=-1) == y)) if len(y) else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -449,16 +329,13 @@ class DevicePart:
     calibration: dict[str, Any]
 
     def card(self, kind: str, params: int, sram_bytes: int) -> dict[str, Any]:
-        op_counts: dict[str, int] = {}
-        for op in self.compiled.ops:
-            op_counts[op.op] = op_counts.get(op.op, 0) + 1
         return {
             "weights_bytes": self.compiled.weights_bytes,
             "arena_bytes": self.compiled.arena_bytes,
             "macs": self.compiled.macs,
             "params": params,
             "tflite_bytes": len(self.tflite),
-            "ops": op_counts,
+            "ops": common.op_counts(self.compiled),
             "sram_bytes": sram_bytes,
             "fits_sram": self.compiled.arena_bytes <= sram_bytes,
             "memory": "arena in SRAM; weights in flash (memory-mapped), read in place",
@@ -589,7 +466,7 @@ def accuracy_block(
     kind: str, flt: np.ndarray, int8_logits: np.ndarray | None, y: np.ndarray, n_test_set: int
 ) -> dict[str, Any]:
     n = len(y)
-    acc: dict[str, Any] = {"top1_float": _accuracy(flt, y)}
+    acc: dict[str, Any] = {"top1_float": common.top1(flt, y)}
     if int8_logits is not None:
         correct = int(np.sum(np.argmax(int8_logits, -1) == y))
         acc["top1_int8"] = correct / n if n else float("nan")
@@ -632,14 +509,8 @@ def export_baseline(
 
     if edge_codec not in EDGE_CODECS:
         raise ExportError(f"edge_codec {edge_codec!r} not in {EDGE_CODECS}")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(key: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[key] = round(now - since, 2)
-        return now
-
+    laps = common.Laps()
+    lap, started = laps.lap, laps.started
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     name = name or out_dir.name
     run = BaselineRun.read(run_dir)
@@ -683,10 +554,7 @@ def export_baseline(
         device_card = part.card(kind, count_params(device_model), sram_bytes)
         meta["input"], meta["outputs"] = device_card["input"], device_card["outputs"]
         rate = len(x_test) / part.seconds if part.seconds > 0 else float("inf")
-        accuracy_runtime["int8_runtime"] = (
-            f"TensorFlow Lite Micro {_version('tflite-micro')} (hil.model.reference.TflmReference, reference "
-            f"kernels), batch 1, {rate:.0f} images/s on the exporting machine"
-        )
+        accuracy_runtime["int8_runtime"] = common.tflm_runtime(rate)
         if kind == "full_local":
             int8_logits = part.io.output.dequantize(part.outputs)  # monotonic: the same argmax as the device's
         t = lap("device", t)
@@ -729,8 +597,7 @@ def export_baseline(
     accuracy = accuracy_block(kind, flt, int8_logits, y_test, len(dataset.x_test))
     accuracy |= accuracy_runtime | {
         "test_set": dataset.limit(None, test_limit).provenance,
-        "float_runtime": f"TensorFlow {_version('tensorflow-cpu') or _version('tensorflow')}, "
-        f"Keras {keras.__version__}",
+        "float_runtime": f"TensorFlow {common.tf_version()}, Keras {keras.__version__}",
     }
 
     if kind == "full_local":
@@ -748,12 +615,7 @@ def export_baseline(
     lap("payload", t)
 
     card: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "format": EXPORT_FORMAT,
-        "dataset": run.provenance,
-        "dataset_spec": cfg.dataset,
-        "source_run": _display_path(run_dir),
+        **common.card_head(name, kind, EXPORT_FORMAT, run),
         "architecture": ARCHITECTURE[kind],
         "artifacts": {},
         "accuracy": accuracy,
@@ -770,26 +632,15 @@ def export_baseline(
         "training": run.training_summary() | {"config": cfg.to_dict()},
         "float_evaluation_at_training": run.result.get("evaluation"),
         "export": {
-            "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "exported": common.exported_at(),
             "calibration": None if part is None else part.calibration,
-            "tflite_micro": _version("tflite-micro"),
-            "hil": _version("hil"),
+            "tflite_micro": common.version("tflite-micro"),
+            "hil": common.version("hil"),
             "seconds": {},
         },
     }
-    (out_dir / "README.md").write_text(_readme(card))
-    card["artifacts"] = {
-        f: sha256_file(out_dir / f) for f in EXPORT_FILES if f not in UNHASHED and (out_dir / f).is_file()
-    }
-    lap("total", started)
-    card["export"]["seconds"] = timings
     # card.json last: its presence marks a complete export; load_card re-reads it and checks every hash.
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    return load_card(out_dir)
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
+    return common.write_card(out_dir, card, _readme(card), EXPORT_FILES, laps)
 
 
 def _readme(card: dict[str, Any]) -> str:
@@ -799,16 +650,14 @@ def _readme(card: dict[str, Any]) -> str:
     if "top1_int8" in acc:
         lo, hi = acc["top1_int8_ci95"]
         acc_rows = (
-            f"| float model | {_pct(acc['top1_float'])} |\n"
-            f"| int8 device part{' + float server' if card['server'] else ''} | {_pct(acc['top1_int8'])} "
-            f"(95% Wilson CI {_pct(lo)} to {_pct(hi)}) |"
+            f"| float model | {pct(acc['top1_float'])} |\n"
+            f"| int8 device part{' + float server' if card['server'] else ''} | {pct(acc['top1_int8'])} "
+            f"(95% Wilson CI {pct(lo)} to {pct(hi)}) |"
         )
         runtime = f"\nThe int8 device part ran on {acc['int8_runtime']}.\n"
     else:
         lo, hi = acc["top1_ci95"]
-        acc_rows = (
-            f"| float server model, lossless input | {_pct(acc['top1'])} (95% Wilson CI {_pct(lo)} to {_pct(hi)}) |"
-        )
+        acc_rows = f"| float server model, lossless input | {pct(acc['top1'])} (95% Wilson CI {pct(lo)} to {pct(hi)}) |"
         runtime = ""
     if dev["macs"]:
         device = (
@@ -832,7 +681,7 @@ Baseline `{kind}` of the AgileNN comparison, exported by `hil baseline export` f
 - architecture: {card["architecture"]}
 - data set: {card["dataset"]}
 - payload: {card["payload_bits"]} bits = {pay["bytes"]:g} bytes per inference ({pay["definition"]}),
-  {_pct(pay["vs_raw"])} of the {pay["raw_input_bytes"]}-byte image
+  {pct(pay["vs_raw"])} of the {pay["raw_input_bytes"]}-byte image
 
 | accuracy on {samples} | top-1 |
 |---|---|

@@ -6,21 +6,20 @@ architecture and change only the schedule.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hil.train.config import (
     DEFAULT_DATASET,
     DEFAULT_EXTRACTOR,
     DEFAULT_REMOTE_BLOCKS,
-    EXTRACTOR_KINDS,
+    BackboneConfig,
     ConfigError,
     ExtractorLayer,
     RemoteBlock,
     TrainConfig,
+    gpu_visible,
 )
 
 KINDS = ("full_local", "edge_only", "partition", "encoder")
@@ -37,7 +36,7 @@ GPU_EPOCHS = 150
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(BackboneConfig):
     kind: str = "full_local"
     preset: str = "cpu"
     # --- data (as TrainConfig) ---
@@ -73,23 +72,7 @@ class BaselineConfig:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "extractor", tuple(tuple(layer) for layer in self.extractor))
-        object.__setattr__(self, "remote_blocks", tuple(tuple(b) for b in self.remote_blocks))
-        self.validate()
-
-    # --- derived values ---
-    @property
-    def feature_channels(self) -> int:
-        return int(self.extractor[-1][1])
-
-    @property
-    def feature_size(self) -> int:
-        size = self.input_size
-        for layer in self.extractor:
-            size = -(-size // int(layer[3]))
-        return size
-
+    # --- derived values (feature_channels, feature_size, raw_input_bytes: BackboneConfig) ---
     @property
     def split_shape(self) -> tuple[int, int, int]:
         """The tensor at the cut (partition, encoder): the extractor's output."""
@@ -119,24 +102,9 @@ class BaselineConfig:
             return None
         return math.prod(self.split_shape) * self.bits_per_value
 
-    @property
-    def raw_input_bytes(self) -> int:
-        return self.input_size * self.input_size * 3
-
     def validate(self) -> None:
-        errors: list[str] = []
-        if self.kind not in KINDS:
-            errors.append(f"kind {self.kind!r} not in {KINDS}")
-        if not self.extractor:
-            errors.append("extractor has no layers")
-        for layer in self.extractor:
-            if len(layer) != 4 or layer[0] not in EXTRACTOR_KINDS:
-                errors.append(f"extractor layer {layer!r} is not (kind in {EXTRACTOR_KINDS}, filters, kernel, stride)")
-            elif min(int(layer[1]), int(layer[2]), int(layer[3])) < 1:
-                errors.append(f"extractor layer {layer!r} has a non-positive size")
-        for block in self.remote_blocks:
-            if len(block) != 4 or min(block) < 1 or block[3] not in (1, 2):
-                errors.append(f"remote block {block!r} is not (t>=1, c>=1, n>=1, s in 1|2)")
+        errors = [f"kind {self.kind!r} not in {KINDS}"] if self.kind not in KINDS else []
+        errors += self.backbone_errors()
         if self.centroids < 2:
             errors.append(f"centroids {self.centroids} < 2")
         for name in ("batch_size", "eval_batch_size", "num_classes", "input_size", "eval_every", "epochs"):
@@ -163,9 +131,7 @@ class BaselineConfig:
     @classmethod
     def auto(cls, kind: str, **overrides: Any) -> BaselineConfig:
         """The GPU preset when TensorFlow sees a GPU, else the CPU preset."""
-        import tensorflow as tf
-
-        preset = cls.gpu if tf.config.list_physical_devices("GPU") else cls.cpu
+        preset = cls.gpu if gpu_visible() else cls.cpu
         return preset(kind, **overrides)
 
     @classmethod
@@ -177,28 +143,4 @@ class BaselineConfig:
         preset = cls.gpu if agilenn.preset == "gpu" else cls.cpu
         return preset(kind, **(values | overrides))
 
-    # --- JSON (same conventions as TrainConfig) ---
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["extractor"] = [list(layer) for layer in self.extractor]
-        data["remote_blocks"] = [list(b) for b in self.remote_blocks]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown BaselineConfig keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_json(self, path: Path | str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> BaselineConfig:
-        if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{"):
-            return cls.from_dict(json.loads(Path(text_or_path).read_text()))
-        return cls.from_dict(json.loads(str(text_or_path)))
+    # --- JSON: to_dict, from_dict, to_json, from_json (BackboneConfig, as TrainConfig) ---

@@ -13,15 +13,14 @@ link differ, so accuracy differences come from the split and the compression, no
   soft-to-hard quantizer (`centroids`, 3 bits per value by default) and decoded by the server's Remote NN,
   trained end to end (straight-through). Payload H x W x C x bits.
 
-Run directory (as hil.train.trainer, one stage): config.json, state.json, ckpt/, metrics.jsonl (one record per
-epoch), hardware.json (one entry per call), then front.keras, back.keras, device.keras, server.keras,
-baseline.json and result.json. `train_baseline(...)` resumes from the last finished epoch.
+Run directory (hil.train.loop, as hil.train.trainer with one stage): config.json, state.json, ckpt/,
+metrics.jsonl (one record per epoch), hardware.json (one entry per call), then front.keras, back.keras,
+device.keras, server.keras, baseline.json and result.json. `train_baseline(...)` resumes from the last finished epoch.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,19 +33,10 @@ import tensorflow as tf
 
 from hil.train.baseline_config import CPU_EPOCHS, FORMAT, GPU_EPOCHS, KINDS, SPLIT_BITS, BaselineConfig
 from hil.train.config import ConfigError
-from hil.train.data import Dataset, TrainPipeline, eval_pipeline, load_dataset
+from hil.train.data import Dataset, eval_pipeline
 from hil.train.layers import FEATURE_MAX, SoftToHardQuantizer, build_extractor, build_remote, count_params
-from hil.train.trainer import (
-    RESUME_SAFE_FIELDS,
-    RunDirError,
-    _correct,
-    _now,
-    _Progress,
-    _write_json_atomic,
-    hardware_info,
-    make_optimizer,
-    smoothed_ce,
-)
+from hil.train.loop import EpochRunner, Sessions, finished_fields, now, prepare_run
+from hil.train.trainer import _correct, make_optimizer, smoothed_ce
 
 # ---------------------------------------------------------------------------------------------------------
 # the model
@@ -218,22 +208,12 @@ class BaselineResult:
     artifacts: dict[str, str] = field(default_factory=dict)
 
 
-class _BaselineRunner:
+class _BaselineRunner(EpochRunner):
+    cfg: BaselineConfig
+
     def __init__(self, config: BaselineConfig, run_dir: Path, model: BaselineModel, data: Dataset, progress: bool):
-        self.cfg = config
-        self.run_dir = run_dir
+        super().__init__(config, run_dir, data, progress)
         self.m = model
-        self.data = data
-        self.progress = _Progress(progress)
-        self.pipeline = TrainPipeline(
-            data.x_train,
-            data.y_train,
-            config.batch_size,
-            input_size=config.input_size,
-            augment=config.augment,
-            seed=config.seed,
-            steps=config.steps_per_epoch,
-        )
         # make_optimizer reads only lr, momentum, weight_decay and warmup_epochs, which BaselineConfig shares
         # with TrainConfig: the same SGD Nesterov + warmup/cosine + decoupled decay (not on BN, biases, centroids).
         self.opt = make_optimizer(config, self.pipeline.steps_per_epoch, config.epochs)  # type: ignore[arg-type]
@@ -242,10 +222,7 @@ class _BaselineRunner:
         parts: dict[str, Any] = {"front": model.front, "back": model.back, "opt": self.opt}
         if model.quantizer is not None:
             parts["quantizer"] = model.quantizer
-        self.ckpt = tf.train.Checkpoint(**parts)
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(run_dir / "ckpt"), max_to_keep=2)
-        self.metrics_path = run_dir / "metrics.jsonl"
-        self.state_path = run_dir / "state.json"
+        self.track(**parts)
         self._step = self._make_step()
         self._eval = self._make_eval()
 
@@ -256,30 +233,8 @@ class _BaselineRunner:
             "epoch": 0,
             "checkpoint": None,
             "provenance": self.data.provenance,
-            "updated": _now(),
+            "updated": now(),
         }
-
-    def restore(self) -> dict[str, Any] | None:
-        if not self.state_path.is_file():
-            return None
-        state = json.loads(self.state_path.read_text())
-        if state.get("provenance") != self.data.provenance:
-            raise RunDirError(
-                f"{self.run_dir} was trained on '{state.get('provenance')}', not on '{self.data.provenance}'"
-            )
-        if state.get("checkpoint"):
-            self.ckpt.restore(str(self.run_dir / state["checkpoint"])).assert_existing_objects_matched()
-        return state
-
-    def save(self, state: dict[str, Any]) -> None:
-        # Checkpoint first, then the state that points at it (relative, so the run directory can move).
-        state["checkpoint"] = os.path.relpath(self.manager.save(), self.run_dir)
-        state["updated"] = _now()
-        _write_json_atomic(self.state_path, state)
-
-    def log(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
 
     def _make_step(self) -> Callable:
         m, cfg, opt, variables = self.m, self.cfg, self.opt, self.variables
@@ -315,63 +270,17 @@ class _BaselineRunner:
     def run_epochs(self, state: dict[str, Any], budget: list[int]) -> bool:
         """Trains from state['epoch']; False when this call's epoch budget ran out first."""
         cfg = self.cfg
-        while state["epoch"] < cfg.epochs:
-            if budget[0] == 0:
-                return False
-            epoch = state["epoch"]
-            sums: dict[str, float] = {}
-            started = time.perf_counter()
-            steps, first_step = 0, 0.0
-            lr = float(self.opt.learning_rate)
-            with self.progress.epoch(f"{cfg.kind} {epoch + 1}/{cfg.epochs}", self.pipeline.steps_per_epoch) as update:
-                for x, y in self.pipeline.epoch(epoch):
-                    out = {name: float(v) for name, v in self._step(x, y).items()}
-                    steps += 1
-                    if steps == 1:
-                        first_step = time.perf_counter() - started  # includes tracing
-                    for name, value in out.items():
-                        sums[name] = sums.get(name, 0.0) + value
-                    update({name: sums[name] / steps for name in ("loss", "acc")})
-            train_seconds = time.perf_counter() - started
-            record: dict[str, Any] = {
-                "stage": "train",
-                "kind": cfg.kind,
-                "epoch": epoch + 1,
-                "epochs": cfg.epochs,
-                "steps": steps,
-                "lr_start": lr,
-                "lr_end": float(self.opt.learning_rate),
-                "train_seconds": round(train_seconds, 3),
-                "first_step_seconds": round(first_step, 3),
-                "sec_per_step": round((train_seconds - first_step) / max(steps - 1, 1), 4),
-            }
-            record |= {f"train_{name}": value / max(steps, 1) for name, value in sums.items()}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                eval_started = time.perf_counter()
-                record["test_acc"], _ = self.test_accuracy()
-                record["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
-            record["time"] = _now()
-            self.log(record)
-            state["epoch"] = epoch + 1
-            self.save(state)
-            budget[0] -= 1
-        return True
-
-
-def _check_config(run_dir: Path, config: BaselineConfig) -> None:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        config.to_json(path)
-        return
-    saved = BaselineConfig.from_json(path).to_dict()
-    wanted = config.to_dict()
-    differing = sorted(k for k in wanted if wanted[k] != saved.get(k) and k not in RESUME_SAFE_FIELDS)
-    if differing:
-        raise RunDirError(
-            f"{run_dir} holds a run with another configuration (differs in: {', '.join(differing)}); "
-            "use a new run directory"
+        return self.train_epochs(
+            state,
+            budget,
+            epochs=cfg.epochs,
+            step=self._step,
+            opt=self.opt,
+            title=cfg.kind,
+            head={"stage": "train", "kind": cfg.kind},
+            batches=self.pipeline.epoch,
+            test=lambda: {"test_acc": self.test_accuracy()[0]},
         )
-    config.to_json(path)
 
 
 def train_baseline(
@@ -392,38 +301,18 @@ def train_baseline(
     config = config if config is not None else BaselineConfig.auto(kind)
     if config.kind != kind:
         raise ConfigError(f"config.kind is {config.kind!r}, asked to train {kind!r}")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(run_dir, config)
-    dataset = (data or load_dataset(config.dataset)).limit(config.train_limit, config.test_limit)
-    if dataset.num_classes > config.num_classes:
-        raise ValueError(f"data has {dataset.num_classes} classes, config.num_classes is {config.num_classes}")
+    run_dir, dataset = prepare_run(run_dir, config, data)
 
     model = BaselineModel.build(config)
     runner = _BaselineRunner(config, run_dir, model, dataset, progress)
-    state = runner.restore()
-    resumed_from = None if state is None else f"{state['stage']} epoch {state['epoch']}"
-    if state is None:
-        state = runner.fresh_state()
-    elif state["stage"] == "done":
+    state, resumed_from = runner.start()
+    if state["stage"] == "done":
         return _finished(run_dir, config, dataset, call_started)
 
-    sessions_path = run_dir / "hardware.json"
-    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
-    session = {
-        "started": _now(),
-        "preset": config.preset,
-        "kind": kind,
-        "schedule": {
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "steps_per_epoch": runner.pipeline.steps_per_epoch,
-        },
-        "resumed_from": resumed_from,
-        "hardware": hardware_info(),
-    }
-    sessions.append(session)
-    _write_json_atomic(sessions_path, sessions)
+    spe = runner.pipeline.steps_per_epoch
+    schedule = {"epochs": config.epochs, "batch_size": config.batch_size, "steps_per_epoch": spe}
+    session = {"preset": config.preset, "kind": kind, "schedule": schedule, "resumed_from": resumed_from}
+    sessions = Sessions(run_dir, session)
 
     budget = [stop_after_epochs if stop_after_epochs is not None else -1]
     if state["stage"] == "train" and not runner.run_epochs(state, budget):
@@ -434,18 +323,7 @@ def train_baseline(
     top1, n = runner.test_accuracy()
     evaluation = {"samples": n, "top1_float": top1, "payload_bits": config.payload_bits}
     artifacts = {name: str(p) for name, p in model.save(run_dir).items()}
-    runner.log({"stage": "final", **evaluation, "time": _now()})
-    session["finished"] = _now()
-    _write_json_atomic(sessions_path, sessions)
-    result = {
-        "kind": kind,
-        "evaluation": evaluation,
-        "provenance": dataset.provenance,
-        "config": config.to_dict(),
-        "sessions": sessions,
-        "artifacts": artifacts,
-    }
-    _write_json_atomic(run_dir / "result.json", result)
+    runner.finish(sessions, evaluation, artifacts, kind=kind)
     state["stage"], state["epoch"] = "done", config.epochs
     runner.save(state)
     return _finished(run_dir, config, dataset, call_started, model)
@@ -454,17 +332,11 @@ def train_baseline(
 def _finished(
     run_dir: Path, config: BaselineConfig, dataset: Dataset, started: float, model: BaselineModel | None = None
 ) -> BaselineResult:
-    result = json.loads((run_dir / "result.json").read_text())
     return BaselineResult(
         run_dir=run_dir,
         config=config,
         model=model or load_baseline(run_dir),
-        complete=True,
-        state=json.loads((run_dir / "state.json").read_text()),
-        evaluation=result["evaluation"],
-        provenance=dataset.provenance,
-        seconds=time.perf_counter() - started,
-        artifacts=result["artifacts"],
+        **finished_fields(run_dir, dataset, started),
     )
 
 

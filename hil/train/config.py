@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 # (kind, filters, kernel, stride); kind "conv" = Conv2D, "sep" = DepthwiseConv2D + 1x1 Conv2D; each is
 # followed by BatchNormalization and ReLU6 so the int8 export folds BN and fuses RELU6.
@@ -55,8 +55,97 @@ class ConfigError(ValueError):
     """A TrainConfig value is out of range or inconsistent."""
 
 
+def gpu_visible() -> bool:
+    """Whether TensorFlow sees a GPU (the `auto` presets); imports TensorFlow."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+class BackboneConfig:
+    """What TrainConfig and BaselineConfig (frozen dataclasses deriving from it) share: the backbone's
+    normalization, derived sizes and checks, and the JSON round trip. Not a dataclass itself: it adds no fields,
+    only declares the ones it reads."""
+
+    input_size: int
+    extractor: tuple[ExtractorLayer, ...]
+    remote_blocks: tuple[RemoteBlock, ...]
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; normalize to tuples so equality and hashing of the frozen dataclass hold.
+        object.__setattr__(self, "extractor", tuple(tuple(layer) for layer in self.extractor))
+        object.__setattr__(self, "remote_blocks", tuple(tuple(b) for b in self.remote_blocks))
+        self.validate()
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+    # --- derived values ---
+    @property
+    def feature_channels(self) -> int:
+        return int(self.extractor[-1][1])
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the feature map ('same' padding: ceil division per strided layer)."""
+        size = self.input_size
+        for layer in self.extractor:
+            size = -(-size // int(layer[3]))
+        return size
+
+    @property
+    def raw_input_bytes(self) -> int:
+        """The uint8 image the device would otherwise send (at the device's input size)."""
+        return self.input_size * self.input_size * 3
+
+    def backbone_errors(self) -> list[str]:
+        """What is wrong with the extractor layers and the Remote NN blocks (validate's first checks)."""
+        errors: list[str] = []
+        if not self.extractor:
+            errors.append("extractor has no layers")
+        for layer in self.extractor:
+            if len(layer) != 4 or layer[0] not in EXTRACTOR_KINDS:
+                errors.append(f"extractor layer {layer!r} is not (kind in {EXTRACTOR_KINDS}, filters, kernel, stride)")
+            elif min(int(layer[1]), int(layer[2]), int(layer[3])) < 1:
+                errors.append(f"extractor layer {layer!r} has a non-positive size")
+        for block in self.remote_blocks:
+            if len(block) != 4 or min(block) < 1 or block[3] not in (1, 2):
+                errors.append(f"remote block {block!r} is not (t>=1, c>=1, n>=1, s in 1|2)")
+        return errors
+
+    # --- JSON ---
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["extractor"] = [list(layer) for layer in self.extractor]
+        data["remote_blocks"] = [list(b) for b in self.remote_blocks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def to_json(self, path: Path | str | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> Self:
+        """Accepts JSON text or a path to a JSON file."""
+        if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        else:
+            text = str(text_or_path)
+        return cls.from_dict(json.loads(text))
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(BackboneConfig):
     preset: str = "cpu"
     # --- data ---
     dataset: str = DEFAULT_DATASET  # "cifar10" (keras.datasets), a .npz path or an image folder
@@ -113,28 +202,10 @@ class TrainConfig:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (not used by the trainer)
 
-    def __post_init__(self) -> None:
-        # JSON gives lists; normalize to tuples so equality and hashing of the frozen dataclass hold.
-        object.__setattr__(self, "extractor", tuple(tuple(layer) for layer in self.extractor))
-        object.__setattr__(self, "remote_blocks", tuple(tuple(b) for b in self.remote_blocks))
-        self.validate()
-
-    # --- derived values ---
-    @property
-    def feature_channels(self) -> int:
-        return int(self.extractor[-1][1])
-
+    # --- derived values (feature_channels, feature_size, raw_input_bytes: BackboneConfig) ---
     @property
     def extractor_stride(self) -> int:
         return math.prod(int(layer[3]) for layer in self.extractor)
-
-    @property
-    def feature_size(self) -> int:
-        """Side of the feature map ('same' padding: ceil division per strided layer)."""
-        size = self.input_size
-        for layer in self.extractor:
-            size = -(-size // int(layer[3]))
-        return size
 
     @property
     def k(self) -> int:
@@ -154,23 +225,8 @@ class TrainConfig:
         """Bits sent per inference before lossless compression: remote channels x map x bits per value."""
         return self.feature_size**2 * self.remote_channels * self.bits_per_value
 
-    @property
-    def raw_input_bytes(self) -> int:
-        """The uint8 image the device would otherwise send (at the device's input size)."""
-        return self.input_size * self.input_size * 3
-
     def validate(self) -> None:
-        errors: list[str] = []
-        if not self.extractor:
-            errors.append("extractor has no layers")
-        for layer in self.extractor:
-            if len(layer) != 4 or layer[0] not in EXTRACTOR_KINDS:
-                errors.append(f"extractor layer {layer!r} is not (kind in {EXTRACTOR_KINDS}, filters, kernel, stride)")
-            elif min(int(layer[1]), int(layer[2]), int(layer[3])) < 1:
-                errors.append(f"extractor layer {layer!r} has a non-positive size")
-        for block in self.remote_blocks:
-            if len(block) != 4 or min(block) < 1 or block[3] not in (1, 2):
-                errors.append(f"remote block {block!r} is not (t>=1, c>=1, n>=1, s in 1|2)")
+        errors = self.backbone_errors()
         if self.extractor and self.feature_channels < 2:
             errors.append("the extractor must output at least 2 channels to split")
         if not 0.0 < self.local_fraction < 1.0:
@@ -230,40 +286,10 @@ class TrainConfig:
     @classmethod
     def auto(cls, **overrides: Any) -> TrainConfig:
         """The GPU preset when TensorFlow sees a GPU, else the CPU preset."""
-        import tensorflow as tf
-
-        preset = cls.gpu if tf.config.list_physical_devices("GPU") else cls.cpu
+        preset = cls.gpu if gpu_visible() else cls.cpu
         return preset(**overrides)
 
-    # --- JSON ---
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["extractor"] = [list(layer) for layer in self.extractor]
-        data["remote_blocks"] = [list(b) for b in self.remote_blocks]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_json(self, path: Path | str | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            Path(path).write_text(text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> TrainConfig:
-        """Accepts JSON text or a path to a JSON file."""
-        if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        else:
-            text = str(text_or_path)
-        return cls.from_dict(json.loads(text))
+    # --- JSON: to_dict, from_dict, to_json, from_json (BackboneConfig) ---
 
     def describe(self) -> dict[str, Any]:
         """Numbers for the model card: feature map, split, payload against the raw image."""

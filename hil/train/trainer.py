@@ -10,22 +10,17 @@ Stages, in order:
    L = lam * CE(combined) + (1 - lam) * (L_skewness + L_disorder), importance by IG inside the loss.
 4. final: evaluation (>= 20-step IG skewness), .keras files, agilenn.json, result.json.
 
-Run directory: config.json, state.json (stage, epoch, permutation, checkpoint), ckpt/ (tf.train.Checkpoint of
-every model and both optimizers after each epoch), metrics.jsonl (one JSON object per epoch), hardware.json
-(one entry per call of train(): which machine and schedule did which epochs), then the artifacts.
+Run directory (hil.train.loop): config.json, state.json (stage, epoch, permutation, checkpoint), ckpt/
+(tf.train.Checkpoint of every model and both optimizers after each epoch), metrics.jsonl (one JSON object per
+epoch), hardware.json (one entry per call of train(): which machine and schedule did which epochs), then the
+artifacts.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
-import os
-import platform
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from hil.train.config import TrainConfig
-from hil.train.data import Dataset, TrainPipeline, eval_pipeline, load_dataset
+from hil.train.data import Dataset, eval_pipeline
 from hil.train.importance import (
     disorder_loss,
     integrated_gradients,
@@ -44,16 +39,11 @@ from hil.train.importance import (
     topk_frequency,
 )
 from hil.train.layers import TrainedAgileNN, load_trained, permute_extractor_outputs, permute_reference_inputs
+from hil.train.loop import EpochRunner, RunDirError, Sessions, finished_fields, now, prepare_run
 
 STAGES = ("reference", "preprocess", "joint", "final", "done")
-# Config fields that may differ when resuming: they do not change what has been trained so far.
-RESUME_SAFE_FIELDS = frozenset({"notes", "extra", "eval_every", "eval_batch_size", "ig_eval_samples"})
 NO_DECAY = ["gamma", "beta", "bias", "centroid_logits", "alpha_w"]
 SKEW_MONITOR_IMAGES = 1000  # test images for the cheap per-epoch 2-point skewness
-
-
-class RunDirError(RuntimeError):
-    """The run directory belongs to another configuration or data set."""
 
 
 @dataclass
@@ -109,94 +99,14 @@ def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
 
 
-def hardware_info() -> dict[str, Any]:
-    """What ran this: enough to tell a 2-core CPU run from a GPU run in the artifacts."""
-    cpu_model = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        details = tf.config.experimental.get_device_details(gpu)
-        gpus.append(details.get("device_name", gpu.name))
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpu_usable": usable,
-        "gpus": gpus,
-        "accelerator": gpus[0] if gpus else "cpu",
-    }
+class _Runner(EpochRunner):
+    cfg: TrainConfig
 
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-class _Progress:
-    """rich progress bar per epoch, or nothing (tests, logs)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    @contextmanager
-    def epoch(self, title: str, total: int) -> Iterator[Callable[[dict[str, float]], None]]:
-        if not self.enabled:
-            yield lambda _metrics: None
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-        )
-        with Progress(*columns, console=Console(stderr=True)) as bar:
-            task = bar.add_task(title, total=total, info="")
-
-            def update(metrics: dict[str, float]) -> None:
-                info = " ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-                bar.update(task, advance=1, info=info)
-
-            yield update
-
-
-class _Runner:
     def __init__(
         self, config: TrainConfig, run_dir: Path, trained: TrainedAgileNN, data: Dataset, progress: bool
     ) -> None:
-        self.cfg = config
-        self.run_dir = run_dir
+        super().__init__(config, run_dir, data, progress)
         self.t = trained
-        self.data = data
-        self.progress = _Progress(progress)
-        self.pipeline = TrainPipeline(
-            data.x_train,
-            data.y_train,
-            config.batch_size,
-            input_size=config.input_size,
-            augment=config.augment,
-            seed=config.seed,
-            steps=config.steps_per_epoch,
-        )
         spe = self.pipeline.steps_per_epoch
         self.ref_opt = make_optimizer(config, spe, config.ref_epochs)
         self.joint_opt = make_optimizer(config, spe, config.joint_epochs)
@@ -205,7 +115,7 @@ class _Runner:
         self.joint_vars = trained.joint_variables()
         self.ref_opt.build(self.ref_vars)
         self.joint_opt.build(self.joint_vars)
-        self.ckpt = tf.train.Checkpoint(
+        self.track(
             extractor=trained.extractor,
             reference=trained.reference,
             local=trained.local,
@@ -215,9 +125,6 @@ class _Runner:
             ref_opt=self.ref_opt,
             joint_opt=self.joint_opt,
         )
-        self.manager = tf.train.CheckpointManager(self.ckpt, str(run_dir / "ckpt"), max_to_keep=2)
-        self.metrics_path = run_dir / "metrics.jsonl"
-        self.state_path = run_dir / "state.json"
         self._ref_step = self._make_ref_step()
         self._joint_step = self._make_joint_step()
         self._eval_step = self._make_eval_step()
@@ -231,7 +138,7 @@ class _Runner:
             "permutation": list(range(self.cfg.feature_channels)),
             "checkpoint": None,
             "provenance": self.data.provenance,
-            "updated": _now(),
+            "updated": now(),
         }
 
     def _after(self, stage: str) -> str:
@@ -243,28 +150,10 @@ class _Runner:
         return nxt
 
     def restore(self) -> dict[str, Any] | None:
-        if not self.state_path.is_file():
-            return None
-        state = json.loads(self.state_path.read_text())
-        if state.get("provenance") != self.data.provenance:
-            raise RunDirError(
-                f"{self.run_dir} was trained on '{state.get('provenance')}', not on '{self.data.provenance}'"
-            )
-        if state.get("checkpoint"):
-            self.ckpt.restore(str(self.run_dir / state["checkpoint"])).assert_existing_objects_matched()
-        self.t.permutation = list(state["permutation"])
+        state = super().restore()
+        if state is not None:
+            self.t.permutation = list(state["permutation"])
         return state
-
-    def save(self, state: dict[str, Any]) -> None:
-        # Checkpoint first, then the state that points at it: a crash in between only loses this epoch.
-        # Stored relative to the run directory so a run directory can be moved or copied.
-        state["checkpoint"] = os.path.relpath(self.manager.save(), self.run_dir)
-        state["updated"] = _now()
-        _write_json_atomic(self.state_path, state)
-
-    def log(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
 
     # --- compiled steps ---
     def _make_ref_step(self) -> Callable:
@@ -360,56 +249,20 @@ class _Runner:
 
     def run_epochs(self, stage: str, state: dict[str, Any], budget: list[int]) -> bool:
         """Trains `stage` from state['epoch']; returns False when the epoch budget of this call ran out."""
-        epochs = self.cfg.ref_epochs if stage == "reference" else self.cfg.joint_epochs
-        step = self._ref_step if stage == "reference" else self._joint_step
-        opt = self.ref_opt if stage == "reference" else self.joint_opt
-        while state["epoch"] < epochs:
-            if budget[0] == 0:
-                return False
-            epoch = state["epoch"]
+        reference = stage == "reference"
+        return self.train_epochs(
+            state,
+            budget,
+            epochs=self.cfg.ref_epochs if reference else self.cfg.joint_epochs,
+            step=self._ref_step if reference else self._joint_step,
+            opt=self.ref_opt if reference else self.joint_opt,
+            title=stage,
+            head={"stage": stage},
             # Distinct data order per stage and epoch, reproducible on resume.
-            ds = self.pipeline.epoch(epoch + (10_000 if stage == "joint" else 0))
-            sums: dict[str, float] = {}
-            started = time.perf_counter()
-            steps = 0
-            first_step = 0.0
-            lr = float(opt.learning_rate)
-            with self.progress.epoch(f"{stage} {epoch + 1}/{epochs}", self.pipeline.steps_per_epoch) as update:
-                for x, y in ds:
-                    out = {name: float(v) for name, v in step(x, y).items()}
-                    steps += 1
-                    if steps == 1:
-                        # The first step of a call includes tracing (seconds for the double-backprop graph).
-                        first_step = time.perf_counter() - started
-                    for name, value in out.items():
-                        sums[name] = sums.get(name, 0.0) + value
-                    update({name: sums[name] / steps for name in ("loss", "acc")})
-            train_seconds = time.perf_counter() - started
-            record: dict[str, Any] = {
-                "stage": stage,
-                "epoch": epoch + 1,
-                "epochs": epochs,
-                "steps": steps,
-                "lr_start": lr,
-                "lr_end": float(opt.learning_rate),
-                "train_seconds": round(train_seconds, 3),
-                "first_step_seconds": round(first_step, 3),
-                # Steady state, without the first (tracing) step: what to extrapolate a schedule from.
-                "sec_per_step": round((train_seconds - first_step) / max(steps - 1, 1), 4),
-            }
-            record |= {f"train_{name}": value / max(steps, 1) for name, value in sums.items()}
-            if (epoch + 1) % self.cfg.eval_every == 0 or epoch + 1 == epochs:
-                eval_started = time.perf_counter()
-                record |= self.test_metrics(joint=stage == "joint")
-                record["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
-            if stage == "joint":
-                record["alpha"] = self.t.alpha_value()
-            record["time"] = _now()
-            self.log(record)
-            state["epoch"] = epoch + 1
-            self.save(state)
-            budget[0] -= 1
-        return True
+            batches=lambda epoch: self.pipeline.epoch(epoch + (10_000 if stage == "joint" else 0)),
+            test=lambda: self.test_metrics(joint=stage == "joint"),
+            tail=(lambda: {"alpha": self.t.alpha_value()}) if stage == "joint" else None,
+        )
 
     def preprocess(self, state: dict[str, Any]) -> None:
         """Channel pre-processing: sort channels by how often IG puts them in a sample's top-k."""
@@ -446,25 +299,9 @@ class _Runner:
                 "permutation": perm,
                 "topk_share_before": float(np.sort(freq)[::-1][: cfg.k].sum() / max(freq.sum(), 1)),
                 "seconds": round(time.perf_counter() - started, 3),
-                "time": _now(),
+                "time": now(),
             }
         )
-
-
-def _check_config(run_dir: Path, config: TrainConfig) -> None:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        config.to_json(path)
-        return
-    saved = TrainConfig.from_json(path).to_dict()
-    wanted = config.to_dict()
-    differing = sorted(k for k in wanted if wanted[k] != saved.get(k) and k not in RESUME_SAFE_FIELDS)
-    if differing:
-        raise RunDirError(
-            f"{run_dir} holds a run with another configuration (differs in: {', '.join(differing)}); "
-            "use a new run directory"
-        )
-    config.to_json(path)
 
 
 def train(
@@ -484,39 +321,22 @@ def train(
     from hil.train.evaluate import evaluate
 
     call_started = time.perf_counter()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(run_dir, config)
-    dataset = (data or load_dataset(config.dataset)).limit(config.train_limit, config.test_limit)
-    if dataset.num_classes > config.num_classes:
-        raise ValueError(f"data has {dataset.num_classes} classes, config.num_classes is {config.num_classes}")
+    run_dir, dataset = prepare_run(run_dir, config, data)
 
     trained = TrainedAgileNN.build(config)
     runner = _Runner(config, run_dir, trained, dataset, progress)
-    state = runner.restore()
-    resumed_from = None if state is None else f"{state['stage']} epoch {state['epoch']}"
-    if state is None:
-        state = runner.fresh_state()
-    elif state["stage"] == "done":
+    state, resumed_from = runner.start()
+    if state["stage"] == "done":
         return _finished_result(run_dir, config, dataset, call_started)
 
-    sessions_path = run_dir / "hardware.json"
-    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
-    session = {
-        "started": _now(),
-        "preset": config.preset,
-        "schedule": {
-            "ref_epochs": config.ref_epochs,
-            "joint_epochs": config.joint_epochs,
-            "batch_size": config.batch_size,
-            "steps_per_epoch": runner.pipeline.steps_per_epoch,
-            "ig_train": f"{config.ig_train_steps} {config.ig_train_rule}",
-        },
-        "resumed_from": resumed_from,
-        "hardware": hardware_info(),
+    schedule = {
+        "ref_epochs": config.ref_epochs,
+        "joint_epochs": config.joint_epochs,
+        "batch_size": config.batch_size,
+        "steps_per_epoch": runner.pipeline.steps_per_epoch,
+        "ig_train": f"{config.ig_train_steps} {config.ig_train_rule}",
     }
-    sessions.append(session)
-    _write_json_atomic(sessions_path, sessions)
+    sessions = Sessions(run_dir, {"preset": config.preset, "schedule": schedule, "resumed_from": resumed_from})
 
     budget = [stop_after_epochs if stop_after_epochs is not None else -1]
     complete = False
@@ -530,17 +350,7 @@ def train(
         elif stage == "final":
             evaluation = evaluate(trained, dataset.x_test, dataset.y_test)
             artifacts = {name: str(p) for name, p in trained.save(run_dir).items()}
-            runner.log({"stage": "final", **evaluation.to_dict(), "time": _now()})
-            session["finished"] = _now()
-            _write_json_atomic(sessions_path, sessions)
-            result = {
-                "evaluation": evaluation.to_dict(),
-                "provenance": dataset.provenance,
-                "config": config.to_dict(),
-                "sessions": sessions,
-                "artifacts": artifacts,
-            }
-            _write_json_atomic(run_dir / "result.json", result)
+            runner.finish(sessions, evaluation.to_dict(), artifacts)
             complete = True
         else:
             raise RunDirError(f"unknown stage {stage!r} in {runner.state_path}")
@@ -571,15 +381,9 @@ def _finished_result(
     started: float,
     trained: TrainedAgileNN | None = None,
 ) -> TrainResult:
-    result = json.loads((run_dir / "result.json").read_text())
     return TrainResult(
         run_dir=run_dir,
         config=config,
         trained=trained or load_trained(run_dir),
-        complete=True,
-        state=json.loads((run_dir / "state.json").read_text()),
-        evaluation=result["evaluation"],
-        provenance=dataset.provenance,
-        seconds=time.perf_counter() - started,
-        artifacts=result["artifacts"],
+        **finished_fields(run_dir, dataset, started),
     )

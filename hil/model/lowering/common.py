@@ -211,3 +211,104 @@ def requant_arrays(prefix: str, multipliers: list[int], shifts: list[int]) -> li
             "requantization shifts (> 0: left)",
         ),
     ]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Weighted operators (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED): int8 weights, per-channel requantization
+
+
+def weighted_tensors(graph: Graph, op: Operator, weights: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(input, weights, output) of a weighted operator; input and output must be per-tensor int8 activations."""
+    inp, filt, out = tensor(graph, op, 0, "input"), tensor(graph, op, 1, weights), output(graph, op)
+    require_int8_activation(op, inp, "input")
+    require_int8_activation(op, out, "output")
+    return inp, filt, out
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The sizes, strides, dilations and pads of a 2-D (depthwise) convolution, checked against its options."""
+
+    batches: int
+    input_h: int
+    input_w: int
+    input_c: int
+    filter_h: int
+    filter_w: int
+    output_h: int
+    output_w: int
+    output_c: int
+    padding: str
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_h: int
+    pad_w: int
+
+    @classmethod
+    def of(
+        cls, op: Operator, nhwc_in: tuple[int, int, int, int], filter_hw: tuple[int, int], nhwc_out: tuple[int, ...]
+    ) -> ConvGeometry:
+        (n, ih, iw, ic), (fh, fw), (_, oh, ow, oc) = nhwc_in, filter_hw, nhwc_out
+        pad = padding(op)
+        sh, sw = int(op.options.get("stride_h", 1)), int(op.options.get("stride_w", 1))
+        dh, dw = int(op.options.get("dilation_h_factor", 1)), int(op.options.get("dilation_w_factor", 1))
+        pad_h = check_spatial(op, pad, ih, fh, sh, dh, oh, "height")
+        pad_w = check_spatial(op, pad, iw, fw, sw, dw, ow, "width")
+        return cls(n, ih, iw, ic, fh, fw, oh, ow, oc, pad, sh, sw, dh, dw, pad_h, pad_w)
+
+    def params(self, depth_multiplier: int | None = None) -> dict[str, int]:
+        """The geometry fields of the kernel's params struct, in its order (depthwise: with depth_multiplier)."""
+        params = {"batches": self.batches, "input_h": self.input_h, "input_w": self.input_w, "input_c": self.input_c}
+        if depth_multiplier is not None:
+            params["depth_multiplier"] = depth_multiplier
+        return params | {
+            "filter_h": self.filter_h,
+            "filter_w": self.filter_w,
+            "output_h": self.output_h,
+            "output_w": self.output_w,
+            "output_c": self.output_c,
+            "stride_h": self.stride_h,
+            "stride_w": self.stride_w,
+            "dilation_h": self.dilation_h,
+            "dilation_w": self.dilation_w,
+            "pad_h": self.pad_h,
+            "pad_w": self.pad_w,
+        }
+
+    def summary(self) -> str:
+        dil = f", dilation {self.dilation_h}x{self.dilation_w}" if (self.dilation_h, self.dilation_w) != (1, 1) else ""
+        return f"stride {self.stride_h}x{self.stride_w}{dil}, {self.padding}"
+
+
+def requantization(
+    op: Operator,
+    prefix: str,
+    inp: Tensor,
+    filt: Tensor,
+    out: Tensor,
+    bias_values: np.ndarray | None,
+    channels: int,
+    layout: str,
+) -> tuple[str, list[ConstArray], dict[str, Any]]:
+    """(activation name, const arrays, params) of a weighted kernel: the fused activation's range, the weights
+    (`layout`: their C comment), the bias, the per-channel Q0.31 multipliers and shifts, and the params fields
+    every weighted kernel ends with (offsets, activation range, the arrays' symbols)."""
+    act, lo, hi = activation(op, out)
+    mult, shift = qz.per_channel_multipliers(inp.quant.scale, filt.quant.scales, out.quant.scale, channels)
+    consts = [ConstArray(f"{prefix}_filter", "int8_t", filt.data.reshape(-1).astype(np.int64), layout)]
+    if bias_values is not None:
+        consts.append(ConstArray(f"{prefix}_bias", "int32_t", bias_values, f"[{channels}]"))
+    consts += requant_arrays(prefix, mult, shift)
+    params = {
+        "input_offset": -inp.quant.zero_point,
+        "output_offset": out.quant.zero_point,
+        "act_min": lo,
+        "act_max": hi,
+        "filter": f"{prefix}_filter",
+        "bias": f"{prefix}_bias" if bias_values is not None else "NULL",
+        "output_multiplier": f"{prefix}_multiplier",
+        "output_shift": f"{prefix}_shift",
+    }
+    return act, consts, params

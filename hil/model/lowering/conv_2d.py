@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from hil.model import quantization as qz
 from hil.model.lowering import common
-from hil.model.lowering.common import ConstArray, KernelCall
+from hil.model.lowering.common import ConvGeometry, KernelCall
 from hil.model.tflite_reader import Graph, Operator, UnsupportedModelError
 
 
 def lower_conv_2d(graph: Graph, op: Operator, prefix: str) -> KernelCall:
-    inp, filt, out = (
-        common.tensor(graph, op, 0, "input"),
-        common.tensor(graph, op, 1, "filter"),
-        common.output(graph, op),
-    )
-    common.require_int8_activation(op, inp, "input")
-    common.require_int8_activation(op, out, "output")
+    inp, filt, out = common.weighted_tensors(graph, op, "filter")
     n, ih, iw, ic = common.nhwc(op, inp, "input")
     on, oh, ow, oc = common.nhwc(op, out, "output")
     if len(filt.shape) != 4:
@@ -31,63 +22,12 @@ def lower_conv_2d(graph: Graph, op: Operator, prefix: str) -> KernelCall:
         raise UnsupportedModelError(f"{op.describe()}: filter/output shapes disagree")
     common.require_weights(op, filt, 0, oc)
     bias = common.bias(op, common.optional(graph, op, 2), oc)
-    padding = common.padding(op)
-    sh, sw = int(op.options.get("stride_h", 1)), int(op.options.get("stride_w", 1))
-    dh, dw = int(op.options.get("dilation_h_factor", 1)), int(op.options.get("dilation_w_factor", 1))
-    pad_h = common.check_spatial(op, padding, ih, fh, sh, dh, oh, "height")
-    pad_w = common.check_spatial(op, padding, iw, fw, sw, dw, ow, "width")
-    act, lo, hi = common.activation(op, out)
-    mult, shift = qz.per_channel_multipliers(inp.quant.scale, filt.quant.scales, out.quant.scale, oc)
-    consts = [
-        ConstArray(
-            f"{prefix}_filter",
-            "int8_t",
-            filt.data.reshape(-1).astype(np.int64),
-            f"[{oc}][{fh}][{fw}][{ic}] (OHWI)",
-        )
-    ]
-    if bias is not None:
-        consts.append(ConstArray(f"{prefix}_bias", "int32_t", bias, f"[{oc}]"))
-    consts += common.requant_arrays(prefix, mult, shift)
-    params = {
-        "batches": n,
-        "input_h": ih,
-        "input_w": iw,
-        "input_c": ic,
-        "filter_h": fh,
-        "filter_w": fw,
-        "output_h": oh,
-        "output_w": ow,
-        "output_c": oc,
-        "stride_h": sh,
-        "stride_w": sw,
-        "dilation_h": dh,
-        "dilation_w": dw,
-        "pad_h": pad_h,
-        "pad_w": pad_w,
-        "input_offset": -inp.quant.zero_point,
-        "output_offset": out.quant.zero_point,
-        "act_min": lo,
-        "act_max": hi,
-        "filter": f"{prefix}_filter",
-        "bias": f"{prefix}_bias" if bias is not None else "NULL",
-        "output_multiplier": f"{prefix}_multiplier",
-        "output_shift": f"{prefix}_shift",
-    }
-    dil = f", dilation {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+    geo = ConvGeometry.of(op, (n, ih, iw, ic), (fh, fw), (on, oh, ow, oc))
+    layout = f"[{oc}][{fh}][{fw}][{ic}] (OHWI)"
+    act, consts, requant = common.requantization(op, prefix, inp, filt, out, bias, oc, layout)
+    params = {**geo.params(), **requant}
     summary = (
-        f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, {fh}x{fw} filter, "
-        f"stride {sh}x{sw}{dil}, {padding}, {act}"
+        f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, {fh}x{fw} filter, {geo.summary()}, {act}"
     )
-    return common.call(
-        op,
-        "hil_conv_2d",
-        "hil_conv_2d_params_t",
-        params,
-        [inp.index],
-        out,
-        graph,
-        summary,
-        consts,
-        macs=n * oh * ow * oc * fh * fw * ic,
-    )
+    kernel, macs = "hil_conv_2d", n * oh * ow * oc * fh * fw * ic
+    return common.call(op, kernel, f"{kernel}_params_t", params, [inp.index], out, graph, summary, consts, macs)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from hil.model import quantization as qz
 from hil.model.lowering import common
-from hil.model.lowering.common import ConstArray, KernelCall
+from hil.model.lowering.common import KernelCall
 from hil.model.tflite_reader import Graph, Operator, UnsupportedModelError
 
 
 def lower_fully_connected(graph: Graph, op: Operator, prefix: str) -> KernelCall:
-    inp, filt, out = (
-        common.tensor(graph, op, 0, "input"),
-        common.tensor(graph, op, 1, "weights"),
-        common.output(graph, op),
-    )
-    common.require_int8_activation(op, inp, "input")
-    common.require_int8_activation(op, out, "output")
+    inp, filt, out = common.weighted_tensors(graph, op, "weights")
     if op.options.get("weights_format", 0) != 0:
         raise UnsupportedModelError(f"{op.describe()}: shuffled weights format is not supported")
     if len(filt.shape) != 2:
@@ -30,38 +21,11 @@ def lower_fully_connected(graph: Graph, op: Operator, prefix: str) -> KernelCall
     if out.size != batches * units:
         raise UnsupportedModelError(f"{op.describe()}: output {out.describe()} is not {batches}x{units}")
     bias = common.bias(op, common.optional(graph, op, 2), units)
-    act, lo, hi = common.activation(op, out)
-    mult, shift = qz.per_channel_multipliers(inp.quant.scale, filt.quant.scales, out.quant.scale, units)
-    consts = [ConstArray(f"{prefix}_filter", "int8_t", filt.data.reshape(-1).astype(np.int64), f"[{units}][{depth}]")]
-    if bias is not None:
-        consts.append(ConstArray(f"{prefix}_bias", "int32_t", bias, f"[{units}]"))
-    consts += common.requant_arrays(prefix, mult, shift)
-    params = {
-        "batches": batches,
-        "accum_depth": depth,
-        "output_depth": units,
-        "input_offset": -inp.quant.zero_point,
-        "output_offset": out.quant.zero_point,
-        "act_min": lo,
-        "act_max": hi,
-        "filter": f"{prefix}_filter",
-        "bias": f"{prefix}_bias" if bias is not None else "NULL",
-        "output_multiplier": f"{prefix}_multiplier",
-        "output_shift": f"{prefix}_shift",
-    }
+    act, consts, requant = common.requantization(op, prefix, inp, filt, out, bias, units, f"[{units}][{depth}]")
+    params = {"batches": batches, "accum_depth": depth, "output_depth": units, **requant}
     per = "per-channel" if filt.quant.per_channel else "per-tensor"
     summary = (
         f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, {depth} -> {units}, {per} weights, {act}"
     )
-    return common.call(
-        op,
-        "hil_fully_connected",
-        "hil_fully_connected_params_t",
-        params,
-        [inp.index],
-        out,
-        graph,
-        summary,
-        consts,
-        macs=batches * units * depth,
-    )
+    kernel, macs = "hil_fully_connected", batches * units * depth
+    return common.call(op, kernel, f"{kernel}_params_t", params, [inp.index], out, graph, summary, consts, macs)

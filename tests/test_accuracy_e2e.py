@@ -1,0 +1,295 @@
+"""`hil accuracy` and the HIL accuracy tests end to end, on the host and QEMU targets: a tiny AgileNN trained for
+a few steps on synthetic data and exported (as in tests/test_export.py), run on the committed CIFAR-10 subset
+(its 32x32x3 images fit the tiny model's input) through the firmware's INFER_OFFLOAD, the remote-model server
+and the float pipeline.
+
+The tiny model is no classifier, so its accuracy says nothing; what is checked: the device equals the host int8
+execution on every image, the combined prediction equals an independent recomputation (TFLite Micro +
+remote.keras + alpha) and the export card's numbers, and every disagreement is caught and fails the command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from hil import paths
+from hil.accuracy.job import AccuracyResult, HostStep, compare
+from hil.cli import main
+from hil.offload.codec import encode_payload
+
+# Inside Keras' model.save / predict with NumPy 2; not this project's code.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.timeout(300)]
+
+IMAGES = 100  # of the committed subset: 10 per class
+SUMMARY = re.compile(
+    r"^accuracy (?P<acc>[01]\.\d{3}) \[(?P<lo>[01]\.\d{3}), (?P<hi>[01]\.\d{3})\] on (?P<n>\d+) images, agreement "
+    r"with float (?P<agree>[01]\.\d{3}), mean payload (?P<payload>\d+\.\d) B, device == host int8 on "
+    r"(?P<matched>\d+)/(?P=n) \((?P<target>\w+)\)$"
+)
+TARGETS = ["host", pytest.param("qemu", marks=pytest.mark.qemu)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    pytest.importorskip("tensorflow")
+    from test_export import tiny_config, write_npz  # the same tiny run as the export tests
+
+    from hil.export.agilenn import export_agilenn
+    from hil.train.trainer import train
+
+    root = tmp_path_factory.mktemp("accuracy")
+    npz = write_npz(root)
+    assert train(tiny_config(npz), root / "run", progress=False).complete
+    card = export_agilenn(root / "run", root / "tiny-agilenn", name="tiny-agilenn")
+    return SimpleNamespace(root=root, npz=npz, model=root / "tiny-agilenn", card=card)
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
+    rc = main(["accuracy", "--quiet", *args])
+    captured = capsys.readouterr()
+    return rc, captured.out.strip().splitlines(), captured.err
+
+
+@pytest.fixture
+def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports")
+    return tmp_path / "reports"
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("target", TARGETS)
+def test_accuracy_command_on_the_committed_subset(tiny, target, reports, capsys):
+    rc, out, err = _run(["--target", target, "--model", str(tiny.model), "--images", str(IMAGES)], capsys)
+    assert rc == 0, err
+    m = SUMMARY.match(out[-1])
+    assert m, out[-1]
+    assert (m["n"], m["matched"], m["target"]) == (str(IMAGES), str(IMAGES), target)
+    report = json.loads((reports / f"accuracy-{target}.json").read_text())
+    assert report["ok"] and report["summary"] == out[-1] and report["images"] == IMAGES
+    assert report["class_counts"] == [IMAGES // 10] * 10
+    assert "test-subset-500.npz" in report["images_source"] and report["mismatches"] == []
+    assert report["provenance"].startswith("emulated")
+    assert report["input_quantization"]["uint8_minus_128"] and report["input_quantization"]["zero_point"] == -128
+    assert set(report["cycles_median"]) == {"extractor", "local_nn", "compress", "total"}
+    assert report["float_pipeline"].startswith("float Keras pipeline") and "device_float.keras" in err
+
+    # The combined predictions, recomputed independently from the host int8 model and the Remote NN: TFLM's
+    # outputs, the lookup table, centroid values, remote.keras, alpha.
+    import keras
+
+    from hil.model.reference import TflmReference
+
+    meta = json.loads((tiny.model / "agilenn.json").read_text())
+    subset = np.load(paths.FIXTURES / "cifar10" / "test-subset-500.npz")
+    x, y = subset["x"][:IMAGES], subset["y"][:IMAGES]
+    ref = TflmReference(tiny.model / "model.tflite")
+    outs = [ref.run([(img.astype(np.int16) - 128).astype(np.int8)[None]]) for img in x]
+    lo = meta["outputs"][0]
+    local = np.float32(lo["scale"]) * (np.stack([o[0][0] for o in outs]).astype(np.float32) - lo["zero_point"])
+    codes = np.asarray(meta["int8_to_code"])[np.stack([o[1][0] for o in outs]).astype(np.int16) + 128]
+    remote = keras.models.load_model(tiny.model / "remote.keras").predict(
+        np.asarray(meta["centroids"], np.float32)[codes], verbose=0)
+    a = np.float32(meta["alpha"])
+    pred = np.argmax(a * local + (1 - a) * remote, -1)
+    assert [r["device"] for r in report["per_image"]] == pred.tolist()
+    assert [r["label"] for r in report["per_image"]] == y.tolist()
+    assert float(m["acc"]) == pytest.approx(np.mean(pred == y), abs=5e-4)
+    payloads = [len(encode_payload(c.reshape(-1), meta["bits_per_value"])) for c in codes]
+    assert [r["payload_bytes"] for r in report["per_image"]] == payloads
+
+
+@pytest.mark.tf
+def test_accuracy_on_the_models_own_test_set_equals_the_export_card(tiny, reports, capsys):
+    """--images all --data: the whole test set the export evaluated; the device + server path gives exactly the
+    card's int8 accuracy (TFLM + remote.keras at export time) and the float pipeline its float accuracy."""
+    rc, out, err = _run(["--target", "host", "--model", str(tiny.model), "--images", "all", "--data",
+                         str(tiny.npz)], capsys)
+    assert rc == 0, err
+    report = json.loads((reports / "accuracy-host.json").read_text())
+    acc = tiny.card["accuracy"]
+    assert report["images"] == acc["samples"]
+    assert report["accuracy"]["combined"] == acc["combined_int8"]
+    assert report["accuracy"]["combined_ci95"] == pytest.approx(acc["combined_int8_ci95"])
+    assert report["accuracy"]["local_only_int8"] == acc["local_only_int8"]
+    assert report["accuracy"]["remote_only"] == acc["remote_only_int8"]
+    assert report["accuracy"]["float_pipeline"] == acc["combined_float"]
+    assert report["agreement_with_float"] == pytest.approx(acc["int8_float_agreement"])
+
+
+@pytest.mark.tf
+def test_a_device_that_differs_from_host_int8_fails_the_command(tiny, reports, capsys, monkeypatch):
+    """One image whose host int8 local logits differ by one step: exit 1, counted and named."""
+    from hil.accuracy import job
+
+    real_run = job.HostInt8.run
+    calls = {"n": 0}
+
+    def perturbed(self: job.HostInt8, x: np.ndarray) -> HostStep:
+        step = real_run(self, x)
+        calls["n"] += 1
+        if calls["n"] == 4:  # image 3
+            local = step.local.copy()
+            local.flat[0] = np.int8(local.flat[0] + (1 if local.flat[0] < 127 else -1))
+            return HostStep(local, step.codes, step.payload)
+        return step
+
+    monkeypatch.setattr(job.HostInt8, "run", perturbed)
+    rc, out, err = _run(["--target", "host", "--model", str(tiny.model), "--images", "20"], capsys)
+    assert rc == 1
+    assert out[-1].endswith("device == host int8 on 19/20 (host)")
+    assert "image 3 (test index" in err and "local logits: 1 of 10 values differ" in err
+    report = json.loads((reports / "accuracy-host.json").read_text())
+    assert not report["ok"] and [m["image"] for m in report["mismatches"]] == [3]
+
+
+@pytest.mark.tf
+def test_a_running_server_is_used_and_a_dead_one_is_a_device_error(tiny, reports, capsys):
+    from hil.server.remote_model import RemoteModel
+    from hil.server.service import RemoteServer, ServerConfig
+
+    server = RemoteServer([RemoteModel.load(tiny.model)], ServerConfig(port=0)).start()
+    try:
+        host, port = server.address
+        rc, out, err = _run(["--target", "host", "--model", str(tiny.model), "--images", "10",
+                             "--hil-server", f"{host}:{port}"], capsys)
+        assert rc == 0, err
+        assert f"on {host}:{port}\n" in err and "in-process" not in err
+        assert server.stats().requests >= 10
+    finally:
+        server.close()
+    rc, _out, err = _run(["--target", "host", "--model", str(tiny.model), "--images", "10",
+                          "--hil-server", f"{host}:{port}", "--timeout", "2"], capsys)
+    assert rc == 3 and "ConnectionRefusedError" in err
+
+
+@pytest.mark.tf
+def test_an_export_without_device_float_keras_still_checks_the_device(tiny, tmp_path, reports, capsys):
+    """An export from before device_float.keras (and without its training run here): everything but the
+    agreement is checked, and the summary says n/a."""
+    import shutil
+
+    old = tmp_path / "old-export"
+    shutil.copytree(tiny.model, old, ignore=shutil.ignore_patterns("device_float.keras"))
+    rc, out, err = _run(["--target", "host", "--model", str(old), "--images", "10"], capsys)
+    assert rc == 0, err
+    assert "agreement with float n/a" in out[-1] and out[-1].endswith("device == host int8 on 10/10 (host)")
+    report = json.loads((reports / "accuracy-host.json").read_text())
+    assert report["agreement_with_float"] is None and "no device_float.keras" in report["notes"][0]
+
+
+def test_usage_errors(capsys, reports):
+    rc, _out, err = _run(["--target", "host", "--model", str(paths.SYNTHETIC_MODEL)], capsys)
+    assert rc == 2 and "has no agilenn.json" in err
+    for bad in (["--images", "0"], ["--images", "many"], ["--hil-server", "nohost"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["accuracy", *bad])
+        assert exc.value.code == 2, bad
+
+
+def test_compare_names_each_difference():
+    codes = np.array([0, 1, 2, 3], np.uint8)
+    host = HostStep(np.array([[1, 2, 3]], np.int8), codes, encode_payload(codes, 3))
+    assert compare(host.local, codes, host.payload, host) == []
+    problems = compare(np.array([[1, 2, 5]], np.int8), np.array([0, 1, 2, 2], np.uint8), b"\x01\x00", host)
+    assert problems == ["local logits: 1 of 3 values differ (max |diff| 2)", "codes: 1 of 4 differ",
+                        f"payload bytes differ (2 B vs host {len(host.payload)} B)"]
+
+
+def test_result_figures():
+    y = np.array([0, 1, 2, 3])
+    combined = np.eye(4, dtype=np.float32)[[0, 1, 0, 3]]
+    combined[3] = np.nan  # no remote logits: a wrong prediction
+    result = AccuracyResult(
+        target="host", provenance="emulated", model="m", model_sha256="0" * 64, images_source="s",
+        float_pipeline=None, clock_hz=1, labels=y, test_index=np.arange(4), local_q=np.zeros((4, 4), np.int8),
+        remote=combined, combined=combined, float_logits=None, payload_bytes=[10, 20, 30, 40],
+        cycles=[{"extractor": 5, "local_nn": 1, "compress": 2, "total": t} for t in (8, 9, 10, 11)], server_us=[],
+        host_match=[True, True, True, False], mismatches=[], wall_s=0.0,
+    )
+    assert result.predictions.tolist() == [0, 1, 0, -1]
+    assert (result.correct, result.matched, result.ok) == (2, 3, False)
+    assert result.median_cycles() == {"extractor": 5.0, "local_nn": 1.0, "compress": 2.0, "total": 9.5}
+    assert result.summary_line() == ("accuracy 0.500 [0.150, 0.850] on 4 images, agreement with float n/a, mean "
+                                     "payload 25.0 B, device == host int8 on 3/4 (host)")
+    json.dumps(result.to_json(), allow_nan=False)  # a report is valid JSON even with a failed image
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the HIL suite's accuracy tests, through the plugin, as a lab would run them
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_hil_accuracy_tests_through_the_plugin(tiny, pytester):
+    source = (Path(__file__).parent / "hil" / "test_accuracy.py").read_text()
+    pytester.makepyfile(test_inner=source)
+    out = pytester.path / "out"
+    result = pytester.runpytest("--hil-target", "host", "--hil-model", str(tiny.model), "--hil-images", "50",
+                                "--hil-report-dir", str(out), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    results = json.loads((out / "measurements" / "results.json").read_text())
+    names = {m["name"]: m for r in results["records"] for m in r["measurements"]}
+    assert names["device_equals_host_int8"]["value"] == 50 and names["device_equals_host_int8"]["passed"]
+    assert names["agreement_with_float"]["low"] == 0.99 and names["agreement_with_float"]["passed"]
+    assert names["accuracy_top1_ci95_low"]["value"] <= names["accuracy_top1"]["value"]
+    assert names["accuracy_top1"]["provenance"] == "emulated"
+    assert json.loads((out / "accuracy-host.json").read_text())["images"] == 50
+
+    # --hil-images all: the whole test set of --hil-data (here the tiny model's own 32 images), and the
+    # count-based tests get that many too.
+    pytester.makepyfile(test_count="def test_count(hil_images, hil_dataset):\n"
+                                   "    assert hil_images == len(hil_dataset) == 32\n")
+    result = pytester.runpytest("--hil-target", "host", "--hil-model", str(tiny.model), "--hil-images", "all",
+                                "--hil-data", str(tiny.npz), "--hil-report-dir", str(out), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+
+    # A host int8 execution that differs on image 2: the equality test fails and names the image.
+    pytester.makeconftest(PERTURB_IMAGE_2)
+    result = pytester.runpytest("--hil-target", "host", "--hil-model", str(tiny.model), "--hil-images", "10",
+                                "--hil-report-dir", str(out), "-p", "no:cacheprovider", "test_inner.py")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*device_equals_host_int8 = 9 images*image 2 (test index *): local logits: 1 of 10*",
+                                 "*FAILED*test_device_offload_step_equals_host_int8_on_every_image*"])
+
+
+PERTURB_IMAGE_2 = """
+import numpy as np
+import pytest
+
+from hil.accuracy import job
+
+
+@pytest.fixture(autouse=True, scope="session")
+def perturbed_host():
+    real_run, calls = job.HostInt8.run, []
+
+    def run(self, x):
+        step = real_run(self, x)
+        calls.append(1)
+        if len(calls) == 3:
+            local = step.local.copy()
+            local.flat[0] = np.int8(local.flat[0] + (1 if local.flat[0] < 127 else -1))
+            return job.HostStep(local, step.codes, step.payload)
+        return step
+
+    job.HostInt8.run = run
+    yield
+    job.HostInt8.run = real_run
+"""
+
+
+def test_hil_images_accepts_all_and_rejects_words(pytester):
+    pytester.makepyfile(test_inner="def test_x(hil_images):\n    assert hil_images == 7\n")
+    pytester.runpytest("--hil-images", "7").assert_outcomes(passed=1)
+    result = pytester.runpytest("--hil-images", "many")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*hil-images*'many' is not a whole number or 'all'*"])
+    pytester.makepyfile(test_inner="def test_x(hil_dataset):\n    assert len(hil_dataset) == 500\n")
+    pytester.runpytest().assert_outcomes(passed=1)  # the default: the whole committed subset
