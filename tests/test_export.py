@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers_train import tiny_config
 
 from hil.export.agilenn import Quant, centroid_lookup, wilson_interval
 from hil.export.cards import load_card
-from hil.train.config import TrainConfig
 from hil.train.data import synthetic_dataset
 
 # Inside Keras' model.save / predict with NumPy 2; not this project's code.
@@ -29,23 +29,6 @@ def write_npz(directory: Path) -> Path:
     return path
 
 
-def tiny_config(dataset: Path) -> TrainConfig:
-    """The default device architecture (so the int8 model has the real one's ops and shapes), a tiny Remote NN
-    and reference, two steps per stage: seconds, not minutes."""
-    return TrainConfig.cpu(
-        dataset=str(dataset),
-        batch_size=16,
-        ref_epochs=1,
-        joint_epochs=1,
-        steps_per_epoch=2,
-        reference_width=8,
-        remote_width=0.25,
-        remote_blocks=((1, 16, 1, 1), (6, 24, 1, 2)),
-        remote_head=64,
-        preprocess_samples=32,
-        ig_eval_samples=16,
-        eval_batch_size=32,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers_train import tiny_config
 
 from hil.train.config import ConfigError, TrainConfig
 from hil.train.data import DatasetError, load_dataset, synthetic_dataset
@@ -27,23 +28,6 @@ def write_npz(directory, n_train=64, n_test=32, hybrid=True):
     return path
 
 
-def tiny_config(dataset, **overrides):
-    """Default device architecture, a much smaller Remote NN and reference, a handful of steps."""
-    params = dict(
-        dataset=str(dataset),
-        batch_size=16,
-        ref_epochs=1,
-        joint_epochs=1,
-        steps_per_epoch=2,
-        reference_width=8,
-        remote_width=0.25,
-        remote_blocks=((1, 16, 1, 1), (6, 24, 1, 2)),
-        remote_head=64,
-        preprocess_samples=32,
-        ig_eval_samples=16,
-        eval_batch_size=32,
-    )
-    return TrainConfig.cpu(**(params | overrides))
 
 
 # ---------------------------------------------------------------------------------------------------------
