@@ -200,14 +200,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.test_limit is not None and args.test_limit < 1:
         print("hil export: --test-limit must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    limits = None
+    if args.limits is not None:
+        import json
+
+        try:
+            limits = json.loads(args.limits.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"hil export: --limits {args.limits}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not isinstance(limits, dict):
+            print(f"hil export: --limits {args.limits} must hold a JSON object", file=sys.stderr)
+            return EXIT_USAGE
     out = Path(args.out)
-    card = export_agilenn(Path(args.run_dir), out, name=args.name or out.name, test_limit=args.test_limit)
+    card = export_agilenn(Path(args.run_dir), out, name=args.name or out.name, test_limit=args.test_limit,
+                          limits=limits)
     acc, dev = card["accuracy"], card["device"]
     lo, hi = acc["combined_int8_ci95"]
     print(f"{out}: combined int8 {acc['combined_int8']:.4f} (95% CI {lo:.4f}..{hi:.4f}) on {acc['samples']} test "
           f"images, float {acc['combined_float']:.4f}, local {acc['local_only']:.4f}, remote {acc['remote_only']:.4f}; "
           f"skewness {card['skewness']:.3f}; payload {card['payload_bits']} bits; device weights "
           f"{dev['weights_bytes']} B, arena {dev['arena_bytes']} B, {dev['macs']:,} MACs")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from hil.train.finetune import FinetuneConfig, finetune_remote
+
+    overrides = _parse_overrides(args.set)
+    try:
+        config = FinetuneConfig(**overrides)
+    except TypeError as exc:
+        print(f"hil finetune: --set: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    record = finetune_remote(Path(args.run_dir), config, progress=not args.quiet)
+    b, a = record["before"], record["after"]
+    print(json.dumps({"before": b, "after": a, "seconds": record["seconds"]}, indent=2))
+    print(f"{args.run_dir}: int8/float agreement {b['int8_float_agreement']:.4f} -> {a['int8_float_agreement']:.4f}, "
+          f"combined int8 {b['combined_int8']:.4f} -> {a['combined_int8']:.4f} on {a['samples']} test images; "
+          f"export with: hil export --run-dir {args.run_dir} --out models/NAME")
     return 0
 
 
@@ -256,7 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory to write, e.g. models/agilenn-cifar10")
     p.add_argument("--name", help="model name (default: the directory name)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only (default: all)")
+    p.add_argument("--limits", type=Path, help="JSON: what kept the model from its targets (into the card)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("finetune", help="fine-tune a finished run's Remote NN on the int8 device part's codes "
+                       "(resumable; then hil export)")
+    p.add_argument("--run-dir", required=True, help="the finished training run (hil train --run-dir)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a FinetuneConfig field (JSON value), e.g. --set epochs=6")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_finetune)
 
     from hil.cli_baseline import add_baseline_parser
 

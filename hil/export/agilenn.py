@@ -170,7 +170,7 @@ class RunFiles(FinishedRun):
         """Epochs, time and machines, from metrics.jsonl and hardware.json."""
         epochs = {
             stage: max((r["epoch"] for r in self.metrics if r.get("stage") == stage), default=0)
-            for stage in ("reference", "joint")
+            for stage in ("reference", "joint", "remote_finetune")
         }
         compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in self.metrics)
         compute += sum(r.get("seconds", 0.0) for r in self.metrics if r.get("stage") == "preprocess")
@@ -349,8 +349,12 @@ def export_agilenn(
     test_limit: int | None = None,
     calibration_count: int = CALIBRATION_IMAGES,
     seed: int = 0,
+    limits: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Exports a finished run into out_dir (see the module docstring); returns the model card.
+
+    limits: what kept the model from its targets (`targets_missed`, `what_limited_it` (a list), `next_steps`),
+    written into the card and its README as they are (hil export --limits FILE.json).
 
     data: the run's data set when it cannot be loaded from config.dataset (tests); it must have the
     provenance the run was trained on. test_limit: evaluate on the first N test images only (tests, smoke
@@ -380,6 +384,7 @@ def export_agilenn(
     calib_u8, patched = calibration_images(x_train, calibration_count, seed)
     calibration = np.concatenate(list(model_input(calib_u8, cfg.input_size)))
     tflite = convert_device_int8(trained, calibration)
+    finetune = _finetune_record(run_dir, tflite, calibration_count, seed)
     io_ = DeviceIO.of(tflite)
     uint8_exact = check_uint8_input(io_)
     if cfg.input_size == dataset.image_size and not uint8_exact:
@@ -562,6 +567,8 @@ def export_agilenn(
             "alpha_temperature": float(run.meta["alpha_temperature"]),
         },
         "training": run.training_summary() | {"config": _config_summary(cfg)},
+        # The Remote NN after `hil finetune` (hil.train.finetune), or null when it is the joint-trained one.
+        "server_finetune": finetune,
         "float_evaluation_at_training": {
             k_: evaluation[k_]
             for k_ in ("samples", "local_accuracy", "remote_accuracy", "combined_accuracy", "reference_accuracy")
@@ -576,8 +583,32 @@ def export_agilenn(
             "seconds": {},
         },
     }
+    if limits:
+        card["limits"] = limits
     # card.json last: its presence marks a complete export; load_card re-reads and checks it.
     return write_card(out_dir, card, _readme(card, agilenn), EXPORT_FILES, laps)
+
+
+def _finetune_record(run_dir: Path, tflite: bytes, calibration_count: int, seed: int) -> dict[str, Any] | None:
+    """The card's `server_finetune`: finetune.json's summary, after checking that the Remote NN was fine-tuned
+    on the codes of this very int8 device part (hil.train.finetune converts with the export's defaults)."""
+    import hashlib
+
+    path = run_dir / "finetune.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if not record.get("complete"):
+        raise ExportError(f"{path}: the Remote NN fine-tuning is not finished; finish it with "
+                          f"hil finetune --run-dir {run_dir}")
+    sha = hashlib.sha256(tflite).hexdigest()
+    if record.get("device_tflite_sha256") != sha:
+        raise ExportError(
+            f"{path}: the Remote NN was fine-tuned on the codes of another int8 device part "
+            f"(sha256 {str(record.get('device_tflite_sha256'))[:12]}..., this conversion {sha[:12]}..., "
+            f"calibration {calibration_count} images, seed {seed}); export with the defaults or fine-tune again"
+        )
+    return {k: record.get(k) for k in ("why", "config", "before", "after", "epochs_done", "seconds", "finished")}
 
 
 def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
@@ -645,7 +676,41 @@ The int8 device part ran on {acc["int8_runtime"]}.
 Training: {tr["preset"]} preset, {tr["epochs"]["reference"]} reference + {tr["epochs"]["joint"]} joint epochs,
 {tr["compute_seconds"] / 3600:.2f} h of logged compute ({hours:.2f} h wall) on {"; ".join(tr["hardware"])}.
 
-Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"]}`.
+{_finetune_section(card.get("server_finetune"))}{_limits_section(card.get("limits"))}
+Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"]}`{
+        " --limits FILE (the card's `limits` as JSON)" if card.get("limits") else ""}.
+"""
+
+
+def _finetune_section(ft: dict[str, Any] | None) -> str:
+    if not ft:
+        return ""
+    b, a, cfg = ft["before"], ft["after"], ft["config"]
+    return f"""
+## Remote NN fine-tuned on the device's int8 codes
+
+`hil finetune` trained the Remote NN {ft["epochs_done"]} more epochs (lr {cfg["lr"]}, consistency weight
+{cfg["consistency"]}) on pairs of float and int8 codes of the training images{
+        " and their mirror images" if cfg["flip_views"] else ""}; the device part is unchanged. On
+{b["samples"]} test images, int8 vs float agreement {pct(b["int8_float_agreement"])} ->
+{pct(a["int8_float_agreement"])}, combined int8 {pct(b["combined_int8"])} -> {pct(a["combined_int8"])}, combined float
+{pct(b["combined_float"])} -> {pct(a["combined_float"])}; {pct(a["code_mismatch"])} of the codes differ between the
+int8 and the float device part.
+"""
+
+
+def _limits_section(limits: dict[str, Any] | None) -> str:
+    if not limits:
+        return ""
+    causes = "\n".join(f"- {c}" for c in limits.get("what_limited_it", []))
+    return f"""
+## What limited it
+
+{limits.get("targets_missed", "")}
+
+{causes}
+
+Next: {limits.get("next_steps", "")}
 """
 
 

@@ -1,0 +1,117 @@
+"""Server-side fine-tuning of the Remote NN on the int8 device part's codes (hil.train.finetune), on a tiny
+synthetic run: the device part stays byte-identical, the export records and checks the fine-tuning."""
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from helpers_train import tiny_config
+
+from hil.train.data import synthetic_dataset
+
+pytestmark = [pytest.mark.tf, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    from hil.export.agilenn import export_agilenn
+    from hil.train.finetune import FinetuneConfig, finetune_remote
+    from hil.train.trainer import train
+
+    root = tmp_path_factory.mktemp("finetune")
+    data = synthetic_dataset(64, 32, seed=3)
+    npz = root / "data.npz"
+    np.savez_compressed(npz, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    run = root / "run"
+    assert train(tiny_config(npz), run, progress=False).complete
+    before = export_agilenn(run, root / "before", name="tiny")  # same name: the C embeds it
+    joint_remote = (run / "remote_nn.keras").read_bytes()
+    config = FinetuneConfig(epochs=2, batch_size=16, lr=0.05)
+    record = finetune_remote(run, config, progress=False)
+    after = export_agilenn(run, root / "after", name="tiny")
+    return SimpleNamespace(root=root, run=run, config=config, record=record, before=before, after=after,
+                           joint_remote=joint_remote)
+
+
+def test_finetune_leaves_the_device_part_byte_identical(tuned):
+    for name in ("model.tflite", "hil_model.c", "hil_offload.c"):
+        assert _sha(tuned.root / "before" / name) == _sha(tuned.root / "after" / name), name
+    # ... and the record names that very int8 model.
+    assert tuned.record["device_tflite_sha256"] == _sha(tuned.root / "after" / "model.tflite")
+
+
+def test_finetune_changes_the_remote_nn_and_keeps_the_joint_one(tuned):
+    assert (tuned.run / "remote_nn.joint.keras").read_bytes() == tuned.joint_remote
+    assert _sha(tuned.root / "before" / "remote.keras") != _sha(tuned.root / "after" / "remote.keras")
+
+
+def test_finetune_record_metrics_and_card(tuned):
+    record = tuned.record
+    assert record["complete"] and record["epochs_done"] == 2
+    pairs = 2 * 64  # the training images and their mirror images
+    rows = [json.loads(line) for line in (tuned.run / "metrics.jsonl").read_text().splitlines()]
+    ft_rows = [r for r in rows if r.get("stage") == "remote_finetune"]
+    assert [r["epoch"] for r in ft_rows] == [1, 2]
+    assert ft_rows[0]["steps"] == pairs // tuned.config.batch_size
+    for key in ("combined_float", "combined_int8", "int8_float_agreement", "code_mismatch"):
+        assert 0.0 <= record["after"][key] <= 1.0
+    assert record["after"]["samples"] == 32
+    card = tuned.after
+    assert card["server_finetune"]["after"] == record["after"]
+    assert card["training"]["epochs"]["remote_finetune"] == 2
+    assert tuned.before["server_finetune"] is None
+    # The card's own evaluation (export, TFLM + the fine-tuned remote.keras) says what the record says.
+    assert card["accuracy"]["combined_int8"] == pytest.approx(record["after"]["combined_int8"], abs=1e-9)
+    assert card["accuracy"]["int8_float_agreement"] == pytest.approx(record["after"]["int8_float_agreement"], abs=1e-9)
+    readme = (tuned.root / "after" / "README.md").read_text()
+    assert "Remote NN fine-tuned on the device's int8 codes" in readme
+
+
+def test_finetune_again_returns_the_finished_record_without_training(tuned):
+    from hil.train.finetune import finetune_remote
+
+    lines = (tuned.run / "metrics.jsonl").read_text().count("\n")
+    assert finetune_remote(tuned.run, tuned.config, progress=False) == tuned.record
+    assert (tuned.run / "metrics.jsonl").read_text().count("\n") == lines
+
+
+def test_finetune_with_other_settings_is_refused(tuned):
+    from hil.train.finetune import FinetuneConfig, FinetuneError, finetune_remote
+
+    with pytest.raises(FinetuneError, match="other settings"):
+        finetune_remote(tuned.run, FinetuneConfig(epochs=3, batch_size=16, lr=0.05), progress=False)
+
+
+def test_export_refuses_a_remote_tuned_on_another_device_part(tuned, tmp_path):
+    import shutil
+
+    from hil.export.agilenn import export_agilenn
+    from hil.export.common import ExportError
+
+    run = tmp_path / "run"
+    shutil.copytree(tuned.run, run, ignore=shutil.ignore_patterns("ckpt", "finetune"))
+    record = json.loads((run / "finetune.json").read_text())
+    record["device_tflite_sha256"] = "0" * 64
+    (run / "finetune.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError, match="another int8 device part"):
+        export_agilenn(run, tmp_path / "out", name="out")
+    record["complete"] = False
+    (run / "finetune.json").write_text(json.dumps(record))
+    with pytest.raises(ExportError, match="not finished"):
+        export_agilenn(run, tmp_path / "out2", name="out2")
+
+
+def test_finetune_config_rejects_bad_values():
+    from hil.train.finetune import FinetuneConfig, FinetuneError
+
+    with pytest.raises(FinetuneError, match="epochs"):
+        FinetuneConfig(epochs=0).validate()
+    with pytest.raises(FinetuneError, match="lr"):
+        FinetuneConfig(lr=-1.0).validate()
