@@ -214,7 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     out = Path(args.out)
     card = export_agilenn(Path(args.run_dir), out, name=args.name or out.name, test_limit=args.test_limit,
-                          limits=limits)
+                          limits=limits, limits_source=None if args.limits is None else args.limits.as_posix())
     acc, dev = card["accuracy"], card["device"]
     lo, hi = acc["combined_int8_ci95"]
     print(f"{out}: combined int8 {acc['combined_int8']:.4f} (95% CI {lo:.4f}..{hi:.4f}) on {acc['samples']} test "

@@ -35,7 +35,8 @@ def tuned(tmp_path_factory):
     joint_remote = (run / "remote_nn.keras").read_bytes()
     config = FinetuneConfig(epochs=2, batch_size=16, lr=0.05)
     record = finetune_remote(run, config, progress=False)
-    after = export_agilenn(run, root / "after", name="tiny")
+    limits = {"targets_missed": "tiny run", "what_limited_it": ["two steps per stage"], "next_steps": "none"}
+    after = export_agilenn(run, root / "after", name="tiny", limits=limits)
     return SimpleNamespace(root=root, run=run, config=config, record=record, before=before, after=after,
                            joint_remote=joint_remote)
 
@@ -72,6 +73,13 @@ def test_finetune_record_metrics_and_card(tuned):
     assert card["accuracy"]["int8_float_agreement"] == pytest.approx(record["after"]["int8_float_agreement"], abs=1e-9)
     readme = (tuned.root / "after" / "README.md").read_text()
     assert "Remote NN fine-tuned on the device's int8 codes" in readme
+
+
+def test_limits_go_into_the_card_and_its_readme(tuned):
+    assert tuned.after["limits"]["what_limited_it"] == ["two steps per stage"]
+    assert "limits" not in tuned.before
+    readme = (tuned.root / "after" / "README.md").read_text()
+    assert "## What limited it" in readme and "- two steps per stage" in readme
 
 
 def test_finetune_again_returns_the_finished_record_without_training(tuned):

@@ -350,11 +350,13 @@ def export_agilenn(
     calibration_count: int = CALIBRATION_IMAGES,
     seed: int = 0,
     limits: dict[str, Any] | None = None,
+    limits_source: str | None = None,
 ) -> dict[str, Any]:
     """Exports a finished run into out_dir (see the module docstring); returns the model card.
 
     limits: what kept the model from its targets (`targets_missed`, `what_limited_it` (a list), `next_steps`),
-    written into the card and its README as they are (hil export --limits FILE.json).
+    written into the card and its README as they are (hil export --limits FILE.json); limits_source: that file,
+    for the README's regenerate line.
 
     data: the run's data set when it cannot be loaded from config.dataset (tests); it must have the
     provenance the run was trained on. test_limit: evaluate on the first N test images only (tests, smoke
@@ -586,7 +588,7 @@ def export_agilenn(
     if limits:
         card["limits"] = limits
     # card.json last: its presence marks a complete export; load_card re-reads and checks it.
-    return write_card(out_dir, card, _readme(card, agilenn), EXPORT_FILES, laps)
+    return write_card(out_dir, card, _readme(card, agilenn, limits_source), EXPORT_FILES, laps)
 
 
 def _finetune_record(run_dir: Path, tflite: bytes, calibration_count: int, seed: int) -> dict[str, Any] | None:
@@ -634,7 +636,7 @@ def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
     return {k: data[k] for k in keys}
 
 
-def _readme(card: dict[str, Any], agilenn: dict[str, Any]) -> str:
+def _readme(card: dict[str, Any], agilenn: dict[str, Any], limits_source: str | None = None) -> str:
     acc, dev, pay, tr = card["accuracy"], card["device"], card["payload"], card["training"]
     lo, hi = acc["combined_int8_ci95"]
     split = agilenn["channel_split"]
@@ -677,8 +679,8 @@ Training: {tr["preset"]} preset, {tr["epochs"]["reference"]} reference + {tr["ep
 {tr["compute_seconds"] / 3600:.2f} h of logged compute ({hours:.2f} h wall) on {"; ".join(tr["hardware"])}.
 
 {_finetune_section(card.get("server_finetune"))}{_limits_section(card.get("limits"))}
-Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"]}`{
-        " --limits FILE (the card's `limits` as JSON)" if card.get("limits") else ""}.
+Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"]}{
+        f" --limits {limits_source}" if limits_source else ""}`.
 """
 
 
@@ -686,16 +688,19 @@ def _finetune_section(ft: dict[str, Any] | None) -> str:
     if not ft:
         return ""
     b, a, cfg = ft["before"], ft["after"], ft["config"]
+    views = "the training images and their mirror images" if cfg["flip_views"] else "the training images"
     return f"""
 ## Remote NN fine-tuned on the device's int8 codes
 
 `hil finetune` trained the Remote NN {ft["epochs_done"]} more epochs (lr {cfg["lr"]}, consistency weight
-{cfg["consistency"]}) on pairs of float and int8 codes of the training images{
-        " and their mirror images" if cfg["flip_views"] else ""}; the device part is unchanged. On
-{b["samples"]} test images, int8 vs float agreement {pct(b["int8_float_agreement"])} ->
-{pct(a["int8_float_agreement"])}, combined int8 {pct(b["combined_int8"])} -> {pct(a["combined_int8"])}, combined float
-{pct(b["combined_float"])} -> {pct(a["combined_float"])}; {pct(a["code_mismatch"])} of the codes differ between the
-int8 and the float device part.
+{cfg["consistency"]}) on pairs of float and int8 codes of {views}; the device part is unchanged.
+{pct(a["code_mismatch"])} of the codes differ between the int8 and the float device part.
+
+| on {b["samples"]} test images | before | after |
+|---|---|---|
+| int8 vs float agreement | {pct(b["int8_float_agreement"])} | {pct(a["int8_float_agreement"])} |
+| combined, int8 device part | {pct(b["combined_int8"])} | {pct(a["combined_int8"])} |
+| combined, float pipeline | {pct(b["combined_float"])} | {pct(a["combined_float"])} |
 """
 
 
@@ -703,13 +708,15 @@ def _limits_section(limits: dict[str, Any] | None) -> str:
     if not limits:
         return ""
     causes = "\n".join(f"- {c}" for c in limits.get("what_limited_it", []))
+    known = ("targets_missed", "what_limited_it", "next_steps")
+    more = "".join(f"\n{v}\n" for k, v in limits.items() if k not in known and isinstance(v, str))
     return f"""
 ## What limited it
 
 {limits.get("targets_missed", "")}
 
 {causes}
-
+{more}
 Next: {limits.get("next_steps", "")}
 """
 

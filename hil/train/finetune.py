@@ -44,13 +44,16 @@ class FinetuneError(ValueError):
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int = 4
+    # Defaults: what made models/agilenn-cifar10's Remote NN (about 12 minutes on 2 shared cores).
+    epochs: int = 2
     batch_size: int = 128  # image pairs per step
-    lr: float = 0.01
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
-    consistency: float = 1.0  # weight of the symmetric KL between the float and int8 combined predictions
+    # Weight of the symmetric KL between the float and int8 combined predictions (1.0 left the agreement
+    # unchanged after an epoch on the CPU run; 30 moved it from 96.6% to 97.0%).
+    consistency: float = 30.0
     flip_views: bool = True  # also the horizontally flipped training images (twice the pairs)
     train_limit: int | None = None
     test_limit: int | None = None
@@ -208,7 +211,9 @@ def finetune_remote(
 
     cache = run_dir / CACHE_DIR
     cache.mkdir(exist_ok=True)
-    pairs_path, test_path = cache / "train_pairs.npz", cache / "test_pairs.npz"
+    # Named by what selects the images, so settings that change only the training reuse the codes.
+    pairs_path = cache / f"train_pairs_{cfg.train_limit or 'all'}{'_flip' if cfg.flip_views else ''}.npz"
+    test_path = cache / f"test_pairs_{cfg.test_limit or 'all'}.npz"
     if pairs_path.is_file() and test_path.is_file():
         train_pairs, test_pairs = CodePairs.load(pairs_path), CodePairs.load(test_path)
     else:
