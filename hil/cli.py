@@ -244,6 +244,36 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from hil.export.cards import scan_models
+
+    rows = scan_models(args.dir)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        header = ("model", "kind", "top-1 int8", "payload bits", "weights B", "arena B", "MACs")
+        table = [header] + [
+            (r.directory, r.kind or "?", "-" if r.accuracy is None else f"{r.accuracy:.4f}",
+             "-" if r.payload_bits is None else f"{r.payload_bits:,}",
+             *("-" if v is None else f"{v:,}" for v in (r.weights_bytes, r.arena_bytes, r.macs)))
+            for r in rows if r.ok
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            cells = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            print("  ".join(cells))
+        for r in rows:
+            if not r.ok:
+                print(f"{r.directory}: card does not check out: {r.problem}", file=sys.stderr)
+    bad = sum(not r.ok for r in rows)
+    print(f"{len(rows)} model cards in {args.dir}, {len(rows) - bad} check out"
+          + (f", {bad} do not" if bad else ""), file=sys.stderr)
+    return EXIT_USAGE if bad or not rows else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hil", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log protocol traffic and tool output")
@@ -291,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only (default: all)")
     p.add_argument("--limits", type=Path, help="JSON: what kept the model from its targets (into the card)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="list the model directories with their card's numbers; exit 2 if a card "
+                       "does not match its files")
+    p.add_argument("--dir", type=Path, default=paths.MODELS, help="where the model directories are")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("finetune", help="fine-tune a finished run's Remote NN on the int8 device part's codes "
                        "(resumable; then hil export)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,4 +138,63 @@ def _check_generated_c(model_dir: Path, artifacts: dict[str, str]) -> None:
         )
 
 
-__all__ = ["KINDS", "TRAINED_KINDS", "CardError", "check_artifacts", "load_card", "sha256_file"]
+@dataclass(frozen=True)
+class CardSummary:
+    """One line of `hil models`: a model directory and its headline numbers, or what is wrong with its card."""
+
+    directory: str
+    name: str | None = None
+    kind: str | None = None
+    accuracy: float | None = None  # combined_int8 (AgileNN), top1_int8 or top1 (baselines); None: synthetic
+    payload_bits: int | None = None
+    weights_bytes: int | None = None
+    arena_bytes: int | None = None
+    macs: int | None = None
+    problem: str | None = None  # the CardError, when the card does not check out
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def summarize(model_dir: Path | str) -> CardSummary:
+    """Loads and checks model_dir's card (load_card); a failing card becomes a summary with `problem`."""
+    model_dir = Path(model_dir)
+    try:
+        card = load_card(model_dir)
+    except CardError as exc:
+        return CardSummary(model_dir.name, problem=str(exc))
+    accuracy = card.get("accuracy") or {}
+    top1 = next((accuracy[k] for k in ("combined_int8", "top1_int8", "top1") if k in accuracy), None)
+    device = card["device"]
+    return CardSummary(
+        directory=model_dir.name,
+        name=card["name"],
+        kind=card["kind"],
+        accuracy=top1,
+        payload_bits=card.get("payload_bits"),
+        weights_bytes=device["weights_bytes"],
+        arena_bytes=device["arena_bytes"],
+        macs=device["macs"],
+    )
+
+
+def scan_models(root: Path | str) -> list[CardSummary]:
+    """Every directory under root that has a card.json, checked, in name order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CardError(f"{root} is not a directory")
+    return [summarize(d) for d in sorted(root.iterdir()) if d.is_dir() and (d / "card.json").is_file()]
+
+
+__all__ = [
+    "KINDS",
+    "TRAINED_KINDS",
+    "CardError",
+    "CardSummary",
+    "check_artifacts",
+    "load_card",
+    "scan_models",
+    "sha256_file",
+    "summarize",
+]
