@@ -60,7 +60,8 @@ def test_default_recipe_payload_is_far_below_the_raw_image():
 @pytest.mark.parametrize(
     "overrides",
     [{"ig_eval_steps": 10}, {"rho": 1.5}, {"ig_train_rule": "simpson"}, {"ig_train_steps": 1},
-     {"extractor": (("pool", 24, 3, 2),)}, {"local_fraction": 1.0}],
+     {"extractor": (("pool", 24, 3, 2),)}, {"local_fraction": 1.0}, {"margin_weight": -1.0},
+     {"margin_delta": 0.0}],
 )  # fmt: skip
 def test_config_rejects_bad_values(overrides):
     with pytest.raises(ConfigError):
@@ -331,3 +332,13 @@ def test_device_footprint_of_the_default_extractor_by_hand(tiny_trained):
     footprint = device_footprint(tiny_trained)
     assert footprint["weight_bytes"] == kernels + biases
     assert footprint["arena_bytes"] == 16 * 16 * 24 + 16 * 16 * 48  # the first pointwise conv's in + out
+
+
+def test_joint_training_with_the_boundary_margin_logs_it(tmp_path):
+    pytest.importorskip("tensorflow")
+    from hil.train.trainer import train
+
+    cfg = tiny_config(write_npz(tmp_path), margin_weight=2.0, margin_delta=0.5)
+    assert train(cfg, tmp_path / "run", progress=False).complete
+    joint = [r for r in _records(tmp_path / "run") if r["stage"] == "joint"]
+    assert joint and all(r["train_margin_loss"] > 0.0 for r in joint)

@@ -106,3 +106,38 @@ def test_alpha_starts_at_one_half_and_temperature_slows_it():
     assert float(hot.alpha()) > float(cold.alpha()) > 0.5
     with pytest.raises(ValueError):
         Alpha(0.0)
+
+
+def _quantizer_with(centroids):
+    from hil.train.layers import SoftToHardQuantizer
+
+    q = SoftToHardQuantizer(len(centroids))
+    q.build((None, 4))
+    c = np.asarray(centroids, np.float64) / 6.0
+    q.centroid_logits.assign(np.log(c / (1 - c)).astype("float32"))
+    return q
+
+
+def test_margin_loss_is_zero_away_from_boundaries_and_grows_towards_them():
+    q = _quantizer_with([1.0, 2.0, 4.0])  # boundaries at 1.5 and 3.0
+    far = tf.constant([[0.0, 1.0, 2.0, 2.25, 4.0, 6.0]])
+    assert float(q.margin_loss(far, delta=0.2)) == pytest.approx(0.0, abs=1e-6)
+    # 0.1 from a boundary: relu(0.2 - 0.1) / 0.2 = 0.5 per value; on the boundary: 1.
+    assert float(q.margin_loss(tf.constant([[1.4, 3.1]]), delta=0.2)) == pytest.approx(0.5, abs=1e-4)
+    assert float(q.margin_loss(tf.constant([[1.5, 3.0]]), delta=0.2)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_margin_loss_pushes_values_away_from_the_boundary_and_leaves_centroids_alone():
+    q = _quantizer_with([1.0, 2.0, 4.0])
+    x = tf.Variable([[1.45, 1.55]])
+    with tf.GradientTape() as tape:
+        loss = q.margin_loss(x, delta=0.2)
+    gx, gc = tape.gradient(loss, [x, q.centroid_logits])
+    assert float(gx[0, 0]) > 0 > float(gx[0, 1])  # descent moves 1.45 down and 1.55 up, out of the band
+    assert gc is None or float(tf.reduce_max(tf.abs(gc))) == 0.0
+
+
+def test_margin_loss_ignores_the_boundary_between_near_equal_centroids():
+    q = _quantizer_with([1.0, 2.8472, 2.8473, 4.0])  # as the CPU run's duplicated centroids
+    mid = (2.8472 + 2.8473) / 2
+    assert float(q.margin_loss(tf.constant([[mid]]), delta=0.2)) == pytest.approx(0.0, abs=1e-6)

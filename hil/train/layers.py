@@ -111,6 +111,18 @@ class SoftToHardQuantizer(layers.Layer):
             return soft
         return soft + tf.stop_gradient(self.hard(x) - soft)
 
+    def margin_loss(self, x: tf.Tensor, delta: float, min_gap: float = 0.01) -> tf.Tensor:
+        """Mean of relu(delta - d) / delta, d = distance of each value to the nearest decision boundary (the
+        midpoint between two neighbouring centroids at least `min_gap` apart; closer ones give the same value
+        either way). Values further than delta from every boundary cost nothing, so int8 rounding of the
+        device's features (a few steps of 6/255) rarely changes their code. Centroids are held fixed here."""
+        c = tf.sort(tf.stop_gradient(self.centroids()))
+        mids = (c[:-1] + c[1:]) / 2.0
+        # A boundary between near-equal centroids is no boundary: push it out of reach.
+        mids = tf.where(c[1:] - c[:-1] >= min_gap, mids, tf.fill(tf.shape(mids), 1e9))
+        d = tf.reduce_min(tf.abs(x[..., None] - mids), axis=-1)
+        return tf.reduce_mean(tf.nn.relu(delta - d)) / delta
+
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 

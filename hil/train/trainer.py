@@ -192,12 +192,17 @@ class _Runner(EpochRunner):
                     aux = smoothed_ce(y, out["local"], cfg.label_smoothing)
                     aux += smoothed_ce(y, out["remote"], cfg.label_smoothing)
                     loss += cfg.aux_weight * aux
+                margin = tf.constant(0.0)
+                if cfg.margin_weight > 0:
+                    margin = t.quantizer.margin_loss(features[..., k:], cfg.margin_delta)
+                    loss += cfg.margin_weight * margin
             opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return {
                 "loss": loss,
                 "ce": ce,
                 "skew_loss": l_skew,
                 "disorder_loss": l_dis,
+                "margin_loss": margin,
                 "skewness": tf.reduce_mean(skewness(importance, k)),
                 "acc": tf.reduce_mean(_correct(y, out["combined"])),
             }
