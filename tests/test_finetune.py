@@ -123,3 +123,17 @@ def test_finetune_config_rejects_bad_values():
         FinetuneConfig(epochs=0).validate()
     with pytest.raises(FinetuneError, match="lr"):
         FinetuneConfig(lr=-1.0).validate()
+
+
+def test_finetune_command(tuned, capsys):
+    from hil.cli import main
+
+    rc = main(["finetune", "--quiet", "--run-dir", str(tuned.run), "--set", "epochs=2", "--set", "batch_size=16",
+               "--set", "lr=0.05"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0
+    assert out[-1].startswith(f"{tuned.run}: int8/float agreement ") and "hil export --run-dir" in out[-1]
+    assert main(["finetune", "--run-dir", str(tuned.run), "--set", "epoch=2"]) == 2
+    assert "unexpected keyword argument 'epoch'" in capsys.readouterr().err
+    assert main(["finetune", "--run-dir", str(tuned.run)]) == 2  # the defaults differ from the finished record
+    assert "other settings" in capsys.readouterr().err
