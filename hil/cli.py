@@ -254,9 +254,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
     else:
-        header = ("model", "kind", "top-1 int8", "payload bits", "weights B", "arena B", "MACs")
+        header = ("model", "kind", "top-1", "payload bits", "weights B", "arena B", "MACs")
         table = [header] + [
-            (r.directory, r.kind or "?", "-" if r.accuracy is None else f"{r.accuracy:.4f}",
+            (r.directory, r.kind or "?",
+             "-" if r.accuracy is None else f"{r.accuracy:.4f}" + (" float" if r.accuracy_key == "top1" else " int8"),
              "-" if r.payload_bits is None else f"{r.payload_bits:,}",
              *("-" if v is None else f"{v:,}" for v in (r.weights_bytes, r.arena_bytes, r.macs)))
             for r in rows if r.ok
@@ -268,6 +269,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         for r in rows:
             if not r.ok:
                 print(f"{r.directory}: card does not check out: {r.problem}", file=sys.stderr)
+        print("top-1: on the card's test set, with the int8 device part (float: no device network); payload: bits "
+              "per inference before lossless compression (edge_only: after its codec)", file=sys.stderr)
     bad = sum(not r.ok for r in rows)
     print(f"{len(rows)} model cards in {args.dir}, {len(rows) - bad} check out"
           + (f", {bad} do not" if bad else ""), file=sys.stderr)

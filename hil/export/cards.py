@@ -146,6 +146,7 @@ class CardSummary:
     name: str | None = None
     kind: str | None = None
     accuracy: float | None = None  # combined_int8 (AgileNN), top1_int8 or top1 (baselines); None: synthetic
+    accuracy_key: str | None = None  # which of those: top1 is a float model (edge_only: no device network)
     payload_bits: int | None = None
     weights_bytes: int | None = None
     arena_bytes: int | None = None
@@ -165,13 +166,14 @@ def summarize(model_dir: Path | str) -> CardSummary:
     except CardError as exc:
         return CardSummary(model_dir.name, problem=str(exc))
     accuracy = card.get("accuracy") or {}
-    top1 = next((accuracy[k] for k in ("combined_int8", "top1_int8", "top1") if k in accuracy), None)
+    key = next((k for k in ("combined_int8", "top1_int8", "top1") if k in accuracy), None)
     device = card["device"]
     return CardSummary(
         directory=model_dir.name,
         name=card["name"],
         kind=card["kind"],
-        accuracy=top1,
+        accuracy=None if key is None else accuracy[key],
+        accuracy_key=key,
         payload_bits=card.get("payload_bits"),
         weights_bytes=device["weights_bytes"],
         arena_bytes=device["arena_bytes"],
