@@ -172,6 +172,8 @@ class RunFiles(FinishedRun):
             stage: max((r["epoch"] for r in self.metrics if r.get("stage") == stage), default=0)
             for stage in ("reference", "joint", "remote_finetune")
         }
+        if not epochs["remote_finetune"]:  # only runs that went through `hil finetune` mention it
+            del epochs["remote_finetune"]
         compute = sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in self.metrics)
         compute += sum(r.get("seconds", 0.0) for r in self.metrics if r.get("stage") == "preprocess")
         return self.summary(epochs, compute)
