@@ -119,9 +119,9 @@ def test_info_prints_what_the_device_reports(capsys):
 
 
 def test_train_overrides_are_json_values_and_bad_ones_are_explained():
-    from hil.cli import _parse_overrides
+    from hil.cli_baseline import parse_overrides  # hil train, finetune and baseline train share it
 
-    assert _parse_overrides(["joint_epochs=30", "lam=0.3", "dataset=data/x.npz"]) == {
+    assert parse_overrides(["joint_epochs=30", "lam=0.3", "dataset=data/x.npz"]) == {
         "joint_epochs": 30, "lam": 0.3, "dataset": "data/x.npz"}
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
-        _parse_overrides(["joint_epochs"])
+        parse_overrides(["joint_epochs"])
