@@ -13,5 +13,15 @@ BUILD = DEVICE_FW / "build"
 # test case, independent of training.
 SYNTHETIC_MODEL = MODELS / "synthetic-extractor"
 
+def display(path: Path | str, outside: str = "path") -> str:
+    """`path` relative to the project root (POSIX) when inside it; outside, the whole path, or only its name
+    with outside="name" (what committed files such as model cards carry: no machine paths)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return path.name if outside == "name" else str(path)
+
+
 # The device model that `hil check`, `hil measure` and the plugin use unless told otherwise.
 DEFAULT_MODEL = SYNTHETIC_MODEL

@@ -207,14 +207,14 @@ class FloatPipeline:
         remote = keras.models.load_model(model_dir / "remote.keras", compile=False)
         if (model_dir / "device_float.keras").is_file():
             device = keras.models.load_model(model_dir / "device_float.keras", compile=False)
-            return cls(spec, device, remote, f"{_display(model_dir / 'device_float.keras')}")
+            return cls(spec, device, remote, f"{paths.display(model_dir / 'device_float.keras')}")
         run_dir = _source_run(model_dir)
         if run_dir is None:
             raise AccuracyError(f"{model_dir} has no device_float.keras (exported before it existed) and its "
                                 "training run is not here; re-export it with hil export to get the float pipeline")
         trained = layers.load_trained(run_dir)
         return cls(spec, layers.device_keras_model(trained), remote,
-                   f"training run {_display(run_dir)} (the export has no device_float.keras)")
+                   f"training run {paths.display(run_dir)} (the export has no device_float.keras)")
 
     def logits(self, images: np.ndarray, batch: int = FLOAT_BATCH) -> FloatLogits:
         from hil.train.data import to_model_input
@@ -245,14 +245,6 @@ def _source_run(model_dir: Path) -> Path | None:
         return None
     run_dir = paths.PROJECT_ROOT / source
     return run_dir if (run_dir / "agilenn.json").is_file() and (run_dir / "extractor.keras").is_file() else None
-
-
-def _display(path: Path) -> str:
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return str(path)
 
 
 # ---------------------------------------------------------------------------------------------------------

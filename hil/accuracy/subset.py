@@ -134,7 +134,7 @@ def load_subset(path: Path = SUBSET_PATH) -> ImageSet:
         if missing:
             raise SubsetError(f"{path} lacks {', '.join(missing)} (needs {', '.join(SUBSET_KEYS)})")
         x, y, index = npz["x"], npz["y"], npz["index"]
-    return ImageSet(x, y.astype(np.int64), index.astype(np.int64), f"{_display(path)} ({len(x)} images)")
+    return ImageSet(x, y.astype(np.int64), index.astype(np.int64), f"{paths.display(path)} ({len(x)} images)")
 
 
 def load_test_set(data: Path | str = DEFAULT_DATA) -> ImageSet:
@@ -173,14 +173,6 @@ def select_images(images: int | str | None = None, data: Path | str | None = Non
     if images > len(subset):
         return load_test_set(DEFAULT_DATA).head(images)
     return subset.head(images)
-
-
-def _display(path: Path) -> str:
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,7 +179,7 @@ class RunFiles(FinishedRun):
         return self.summary(epochs, compute)
 
 
-def _dataset(run: RunFiles, data: Dataset | None) -> Dataset:
+def run_dataset(run: RunFiles, data: Dataset | None) -> Dataset:
     """The run's data set, checked to be the one it was trained and evaluated on."""
     from hil.train.data import load_dataset
 
@@ -372,7 +372,7 @@ def export_agilenn(
     run = RunFiles.read(run_dir)
     cfg = run.config
     check_out_dir(out_dir, EXPORT_FILES)
-    dataset = _dataset(run, data)
+    dataset = run_dataset(run, data)
     # TensorFlow only now: a wrong run directory or data set is reported in a fraction of a second.
     from hil.model.compiler import compile_tflite
     from hil.offload.codegen import write_offload_c

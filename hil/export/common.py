@@ -130,11 +130,7 @@ class FinishedRun:
 
 def display_path(path: Path) -> str:
     """Relative to the project root when inside it: cards are committed and must not carry machine paths."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(paths.PROJECT_ROOT).as_posix()
-    except ValueError:
-        return path.name
+    return paths.display(path, outside="name")
 
 
 def check_out_dir(out_dir: Path, export_files: Iterable[str], what: str = "an export") -> None:

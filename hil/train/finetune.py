@@ -163,11 +163,11 @@ def finetune_remote(
         CALIBRATION_IMAGES,
         DeviceIO,
         RunFiles,
-        _dataset,
         calibration_images,
         centroid_lookup,
         convert_device_int8,
         model_input,
+        run_dataset,
     )
     from hil.train.layers import load_trained, remote_keras_model
     from hil.train.trainer import WarmupCosine, smoothed_ce
@@ -176,7 +176,7 @@ def finetune_remote(
     cfg.validate()
     run_dir = Path(run_dir)
     run = RunFiles.read(run_dir)
-    dataset = _dataset(run, data)
+    dataset = run_dataset(run, data)
     started = time.perf_counter()
     bar = Progress(progress)
     record_path = run_dir / FINETUNE_FILE
