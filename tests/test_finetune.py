@@ -137,3 +137,29 @@ def test_finetune_command(tuned, capsys):
     assert "unexpected keyword argument 'epoch'" in capsys.readouterr().err
     assert main(["finetune", "--run-dir", str(tuned.run)]) == 2  # the defaults differ from the finished record
     assert "other settings" in capsys.readouterr().err
+
+
+def test_agreement_report_says_which_int8_part_disagrees():
+    """Hand-made pairs: the int8 local logits flip image 0, the int8 codes flip image 1, image 2 agrees."""
+    from hil.train.finetune import CodePairs, agreement_report
+
+    centroids = np.array([0.0, 1.0], np.float32)
+    codes_f = np.zeros((3, 1, 1, 2), np.uint8)
+    codes_f[:, 0, 0, 0] = 1  # remote says class 0 weakly on every image
+    codes_i = codes_f.copy()
+    codes_i[1, 0, 0] = (0, 1)  # image 1: the int8 codes say class 1
+    local_f = np.zeros((3, 2), np.float32)
+    local_i = local_f.copy()
+    local_i[0] = (0.0, 5.0)  # image 0: the int8 local logits say class 1
+    pairs = CodePairs(codes_float=codes_f, codes_int8=codes_i, local_float=local_f, local_int8=local_i,
+                      y=np.array([0, 0, 1], np.int32))
+
+    def remote(values, training=False):
+        return values.reshape(len(values), 2)
+
+    report = agreement_report(remote, pairs, centroids, alpha=0.5)
+    assert report["agreement_int8_local_only"] == pytest.approx(2 / 3)
+    assert report["agreement_int8_codes_only"] == pytest.approx(2 / 3)
+    assert report["int8_float_agreement"] == pytest.approx(1 / 3)
+    assert report["code_mismatch"] == pytest.approx(2 / 6)
+    assert report["combined_float"] == pytest.approx(2 / 3)

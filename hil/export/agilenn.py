@@ -522,6 +522,9 @@ def export_agilenn(
             "samples": int(evaluation["skewness_samples"]),
             "ig_steps": int(evaluation["ig_steps"]),
             "target_rho": cfg.rho,
+            # IG is taken against the frozen reference: a reference that no longer classifies the final
+            # features makes the skewness a statement about few, easy images.
+            "reference_accuracy": float(evaluation["reference_accuracy"]),
             "k": k,
             "channels": c,
             "measured": f"mean share of Integrated-Gradients importance in the top-{k} channels, on the first "
@@ -625,6 +628,8 @@ def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
         "centroids",
         "rho",
         "lam",
+        "aux_weight",
+        "margin_weight",
         "ig_train_steps",
         "ig_train_rule",
         "channel_preprocess",
@@ -656,7 +661,7 @@ below and the sha256 of every file; the files are described in [../README.md](..
 - split: k = {agilenn["k"]} of {agilenn["feature_map"][2]} channels stay on the device (feature map {fmap});
   channels {remote} go to the server as {agilenn["bits_per_value"]}-bit codes of {len(agilenn["centroids"])} centroids;
   alpha = {agilenn["alpha"]:.4f}
-- skewness (share of importance in the top-k): {pct(card["skewness"])} (target {skew_target})
+- skewness (share of importance in the top-k): {pct(card["skewness"])} (target {skew_target}){_skewness_basis(card)}
 - payload before compression: {card["payload_bits"]} bits = {pay["bytes"]:g} bytes per inference,
   {pct(pay["vs_raw"])} of the {pay["raw_input_bytes"]}-byte image (code entropy bound: {entropy:.0f} bytes)
 
@@ -686,6 +691,16 @@ Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"
 """
 
 
+def _skewness_basis(card: dict[str, Any]) -> str:
+    """What the skewness was measured on: the images the frozen reference still gets right."""
+    detail = card["skewness_detail"]
+    ref = detail.get("reference_accuracy", card.get("float_evaluation_at_training", {}).get("reference_accuracy"))
+    if ref is None:
+        return ""
+    return (f",\n  by {detail['ig_steps']}-step IG on the {detail['samples']} test images the frozen reference NN "
+            f"predicts correctly (right on {pct(ref)} of all test images, given the final features)")
+
+
 def _finetune_section(ft: dict[str, Any] | None) -> str:
     if not ft:
         return ""
@@ -703,7 +718,14 @@ def _finetune_section(ft: dict[str, Any] | None) -> str:
 | int8 vs float agreement | {pct(b["int8_float_agreement"])} | {pct(a["int8_float_agreement"])} |
 | combined, int8 device part | {pct(b["combined_int8"])} | {pct(a["combined_int8"])} |
 | combined, float pipeline | {pct(b["combined_float"])} | {pct(a["combined_float"])} |
-"""
+{_split_rows(b, a)}"""
+
+
+def _split_rows(b: dict[str, Any], a: dict[str, Any]) -> str:
+    """Agreement with one int8 part at a time (records from before these keys existed have none)."""
+    rows = [("agreement, int8 local logits only", "agreement_int8_local_only"),
+            ("agreement, int8 codes only", "agreement_int8_codes_only")]
+    return "".join(f"| {label} | {pct(b[key])} | {pct(a[key])} |\n" for label, key in rows if key in b and key in a)
 
 
 def _limits_section(limits: dict[str, Any] | None) -> str:

@@ -135,18 +135,24 @@ def agreement_report(
     """Accuracies of the float and int8 combined predictions and how often they agree."""
     c = centroids.astype(np.float32)
     a = np.float32(alpha)
-    pred_f, pred_i = [], []
+    pred_f, pred_i, pred_local_i, pred_remote_i = [], [], [], []
     for s in range(0, len(pairs.y), batch):
         sl = slice(s, s + batch)
         rf = np.asarray(remote(c[pairs.codes_float[sl]], training=False))
         ri = np.asarray(remote(c[pairs.codes_int8[sl]], training=False))
-        pred_f.append(np.argmax(a * pairs.local_float[sl] + (1 - a) * rf, -1))
-        pred_i.append(np.argmax(a * pairs.local_int8[sl] + (1 - a) * ri, -1))
+        lf, li = pairs.local_float[sl], pairs.local_int8[sl]
+        pred_f.append(np.argmax(a * lf + (1 - a) * rf, -1))
+        pred_i.append(np.argmax(a * li + (1 - a) * ri, -1))
+        # One int8 part at a time: which side of the split the disagreement comes from.
+        pred_local_i.append(np.argmax(a * li + (1 - a) * rf, -1))
+        pred_remote_i.append(np.argmax(a * lf + (1 - a) * ri, -1))
     pf, pi = np.concatenate(pred_f), np.concatenate(pred_i)
     return {
         "combined_float": float(np.mean(pf == pairs.y)),
         "combined_int8": float(np.mean(pi == pairs.y)),
         "int8_float_agreement": float(np.mean(pf == pi)),
+        "agreement_int8_local_only": float(np.mean(pf == np.concatenate(pred_local_i))),
+        "agreement_int8_codes_only": float(np.mean(pf == np.concatenate(pred_remote_i))),
         "code_mismatch": float(np.mean(pairs.codes_float != pairs.codes_int8)),
         "samples": len(pairs.y),
     }
