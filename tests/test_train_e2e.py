@@ -282,8 +282,9 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
     assert [r["stage"] for r in records] == ["reference", "preprocess", "joint", "final"]
     joint = records[2]
     for key in ("train_loss", "train_skew_loss", "train_disorder_loss", "train_skewness", "sec_per_step",
-                "test_local_acc", "test_remote_acc", "test_combined_acc", "alpha"):  # fmt: skip
+                "test_local_acc", "test_remote_acc", "test_combined_acc", "alpha", "test_skewness_ig4"):  # fmt: skip
         assert key in joint, key
+    assert 0.0 <= joint["test_code_entropy_bits"] <= 3.0  # 8 centroids: at most 3 bits per value
     assert np.isfinite(joint["train_loss"]) and 0.0 < joint["alpha"] < 1.0
 
     ev = final.evaluation

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from hil.export.common import hist_entropy_bits
 from hil.train.data import eval_pipeline
 from hil.train.importance import integrated_gradients, skewness
 from hil.train.layers import TrainedAgileNN
@@ -107,11 +108,6 @@ def measured_skewness(
     return np.concatenate(values) if values else np.zeros(0)
 
 
-def _entropy_bits(hist: np.ndarray) -> float:
-    p = hist[hist > 0] / max(hist.sum(), 1)
-    return float(-(p * np.log2(p)).sum())
-
-
 def device_footprint(trained: TrainedAgileNN) -> dict[str, int]:
     """int8 weight bytes and a peak activation estimate of extractor + Local NN as the exporter will lay them
     out: BN folded into the preceding conv (one int32 bias per output channel), activations int8."""
@@ -166,7 +162,7 @@ def evaluate(
         k=cfg.k,
         payload_bits=cfg.payload_bits,
         payload_bytes=cfg.payload_bits / 8,
-        payload_entropy_bytes=_entropy_bits(hist) * values_per_inference / 8,
+        payload_entropy_bytes=hist_entropy_bits(hist) * values_per_inference / 8,
         raw_input_bytes=cfg.raw_input_bytes,
         device_weight_bytes=footprint["weight_bytes"],
         device_arena_bytes=footprint["arena_bytes"],

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hil.export.common import hist_entropy_bits
 from hil.train.config import TrainConfig
 from hil.train.data import Dataset, eval_pipeline
 from hil.train.importance import (
@@ -43,7 +44,10 @@ from hil.train.loop import EpochRunner, RunDirError, Sessions, finished_fields, 
 
 STAGES = ("reference", "preprocess", "joint", "final", "done")
 NO_DECAY = ["gamma", "beta", "bias", "centroid_logits", "alpha_w"]
-SKEW_MONITOR_IMAGES = 1000  # test images for the cheap per-epoch 2-point skewness
+SKEW_MONITOR_IMAGES = 1000  # test images for the per-epoch skewness monitor
+# Per-epoch skewness monitor: 4-point midpoint IG. On a trained CPU run it matched 20-point IG (0.665 both)
+# where the authors' 2-point trapezoid read 0.772, so a 2-point monitor would flatter the run.
+MONITOR_IG_STEPS, MONITOR_IG_RULE = 4, "midpoint"
 
 
 @dataclass
@@ -210,7 +214,7 @@ class _Runner(EpochRunner):
         return step
 
     def _make_eval_step(self) -> Callable:
-        t, k = self.t, self.cfg.k
+        t, k, n_codes = self.t, self.cfg.k, self.cfg.centroids
 
         @tf.function(reduce_retracing=True)
         def step(x: tf.Tensor, y: tf.Tensor, with_skew: bool) -> dict[str, tf.Tensor]:
@@ -222,8 +226,11 @@ class _Runner(EpochRunner):
                 "combined": tf.reduce_sum(_correct(y, out["combined"])),
             }
             if with_skew:  # a Python bool: two traces, no tf.cond over different dict keys
-                imp = integrated_gradients(t.reference, out["features"], y, 2, "trapezoid")
-                result["skewness_2pt"] = tf.reduce_sum(skewness(imp, k))
+                imp = integrated_gradients(t.reference, out["features"], y, MONITOR_IG_STEPS, MONITOR_IG_RULE)
+                result["skewness_ig4"] = tf.reduce_sum(skewness(imp, k))
+            # How often each code is sent: a collapse of the remote channels to a few codes shows here first.
+            codes = tf.reshape(t.quantizer.indices(out["features"][..., k:]), [-1])
+            result["code_counts"] = tf.math.bincount(codes, minlength=n_codes, maxlength=n_codes, dtype=tf.float32)
             return result
 
         return step
@@ -231,11 +238,13 @@ class _Runner(EpochRunner):
     # --- stages ---
     def test_metrics(self, joint: bool) -> dict[str, float]:
         sums: dict[str, float] = {}
+        counts = np.zeros(self.cfg.centroids)
         seen = 0
         ds = eval_pipeline(self.data.x_test, self.data.y_test, self.cfg.eval_batch_size, input_size=self.cfg.input_size)
         for x, y in ds:
             with_skew = joint and seen < SKEW_MONITOR_IMAGES
             out = self._eval_step(x, y, with_skew)
+            counts = counts + out.pop("code_counts").numpy()
             for name, value in out.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
             skew_n = sums.get("_skew_n", 0.0) + (int(x.shape[0]) if with_skew else 0)
@@ -248,7 +257,8 @@ class _Runner(EpochRunner):
                 "test_local_acc": sums["local"] / n,
                 "test_remote_acc": sums["remote"] / n,
                 "test_combined_acc": sums["combined"] / n,
-                "test_skewness_2pt": sums.get("skewness_2pt", 0.0) / max(sums["_skew_n"], 1.0),
+                "test_skewness_ig4": sums.get("skewness_ig4", 0.0) / max(sums["_skew_n"], 1.0),
+                "test_code_entropy_bits": hist_entropy_bits(counts),
             }
         return result
 
