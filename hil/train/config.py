@@ -176,14 +176,16 @@ class TrainConfig(BackboneConfig):
     # Keeps values margin_delta away from the centroids' decision boundaries, so the int8 device part's codes
     # follow the float ones. As a post-hoc fine-tune of the CPU run, weight 10 cut code mismatches 1.6% -> 0.9%,
     # weight 50 to 0.2% but cost 8 accuracy points. From the start (weight 15) mismatches fell to 0.08%, yet
-    # agreement did not rise (95.8%): the collapsed codes made each remaining flip decisive.
+    # agreement did not rise (95.8%): the term drove the remote features to the zero code (no boundary near
+    # it), the remote branch starved, and each remaining flip decided. Off unless that is addressed.
     margin_weight: float = 0.0
     margin_delta: float = 0.2  # about 8.5 int8 steps of the ReLU6 features
     # Path points for IG inside the joint loss; 2 with the trapezoid rule is the authors' 2-point IG. It flatters
     # the skewness: on the CPU run's 1000 first test images it gave 0.772 where 4-, 8- and 20-point midpoint IG
     # all gave 0.665, so the loss met rho on a proxy. 4-point midpoint tracks the 20-step figure at ~1.2x the
-    # step time; a 40-epoch run with it (and margin_weight 15) reached skewness 0.91 but only by starving the
-    # remote channels (code entropy 25 B per image, remote-only 27%, combined 70.7%).
+    # step time. With it alone, joint epoch 3 matched the 2-point run (train 61.4% vs 62.0%, remote-only 40.7% vs
+    # 41.0%); with margin_weight 15 as well, a 40-epoch run reached skewness 0.91 only by starving the remote
+    # channels (epoch 3: 56.0%, 24.5%; at the end code entropy 25 B per image, remote-only 27%, combined 70.7%).
     ig_train_steps: int = 2
     ig_train_rule: str = "trapezoid"
     ig_train_correct_only: bool = False  # mask the importance losses to samples the reference gets right
