@@ -121,6 +121,9 @@ def test_accuracy_on_the_models_own_test_set_equals_the_export_card(tiny, report
     assert report["accuracy"]["remote_only"] == acc["remote_only_int8"]
     assert report["accuracy"]["float_pipeline"] == acc["combined_float"]
     assert report["agreement_with_float"] == pytest.approx(acc["int8_float_agreement"])
+    by_part = report["agreement_by_part"]
+    assert set(by_part) == {"int8_local_logits_only", "int8_codes_only"}
+    assert all(0.0 <= v <= 1.0 for v in by_part.values())
 
 
 @pytest.mark.tf
@@ -200,6 +203,24 @@ def test_compare_names_each_difference():
     problems = compare(np.array([[1, 2, 5]], np.int8), np.array([0, 1, 2, 2], np.uint8), b"\x01\x00", host)
     assert problems == ["local logits: 1 of 3 values differ (max |diff| 2)", "codes: 1 of 4 differ",
                         f"payload bytes differ (2 B vs host {len(host.payload)} B)"]
+
+
+def test_split_agreement_says_which_side_of_the_split_disagrees():
+    """Image 0: the device's int8 local logits flip it; image 1: its codes (remote logits) do; image 2: no remote
+    logits (invalid payload), a disagreement of the codes; image 3 agrees either way."""
+    from hil.accuracy.job import AgileSpec, FloatLogits, split_agreement
+    from hil.export.common import Quant
+
+    spec = AgileSpec(model_dir=Path("."), name="m", num_classes=2, alpha=0.5, centroids=np.zeros(2, np.float32),
+                     bits=1, lut=np.zeros(256, np.uint8), local_index=0, remote_index=1,
+                     local_quant=Quant(0.5, 0), remote_shape=(1, 1, 1, 1))
+    local_f = np.array([[1.0, 0.0]] * 4, np.float32)
+    remote_f = np.array([[1.0, 0.0]] * 4, np.float32)
+    flt = FloatLogits(local_f, remote_f, 0.5 * local_f + 0.5 * remote_f)  # class 0 everywhere
+    local_q = np.array([[0, 12], [2, 0], [2, 0], [2, 0]], np.int8)  # x 0.5: image 0's (0, 6) outweighs the remote
+    remote_d = np.array([[1.0, 0.0], [0.0, 9.0], [np.nan, np.nan], [1.0, 0.0]], np.float32)
+    parts = split_agreement(spec, local_q, remote_d, flt)
+    assert parts == {"int8_local_logits_only": 0.75, "int8_codes_only": 0.5}
 
 
 def test_result_figures():

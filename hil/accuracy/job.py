@@ -306,6 +306,8 @@ class AccuracyResult:
     wall_s: float
     notes: list[str] = field(default_factory=list)
     input: dict[str, Any] = field(default_factory=dict)  # the device's input scale / zero point, uint8 - 128?
+    # Agreement with the float pipeline when only one side is the device's (split_agreement); None without it.
+    agreement_by_part: dict[str, float] | None = None
 
     # ---- figures ----
 
@@ -396,6 +398,7 @@ class AccuracyResult:
                 "float_pipeline": self.float_accuracy,
             },
             "agreement_with_float": self.agreement,
+            "agreement_by_part": self.agreement_by_part,
             "float_pipeline": self.float_pipeline,
             "device_equals_host_int8": {"matched": self.matched, "images": self.images,
                                         "host": "TFLite Micro on model.tflite + int8_to_code + encode_payload"},
@@ -529,7 +532,25 @@ def run_accuracy(
         local_q=local_q, remote=remote_logits, combined=spec.combine(local_q, remote_logits), float_logits=flt,
         payload_bytes=payload_bytes, cycles=cycles, server_us=server_us, host_match=host_match,
         mismatches=mismatches, wall_s=wall, notes=list(notes), input=input_info,
+        agreement_by_part=split_agreement(spec, local_q, remote_logits, flt) if flt is not None else None,
     )
+
+
+def split_agreement(spec: AgileSpec, local_q: np.ndarray, remote_logits: np.ndarray,
+                    flt: FloatLogits) -> dict[str, float]:
+    """Agreement with the float pipeline when only the local logits are the device's int8 ones, and when only
+    the remote logits come from the device's codes: which side of the split a disagreement comes from. An image
+    without remote logits (NaN) counts as a disagreement."""
+    a = np.float32(spec.alpha)
+    float_pred = np.argmax(flt.combined, axis=-1)
+    remote = np.asarray(remote_logits, np.float32)
+    local_only = a * spec.local_quant.dequantize(local_q) + (np.float32(1.0) - a) * flt.remote
+    codes_only = a * flt.local + (np.float32(1.0) - a) * remote
+    codes_ok = np.isfinite(remote).all(axis=-1)
+    return {
+        "int8_local_logits_only": float(np.mean(np.argmax(local_only, axis=-1) == float_pred)),
+        "int8_codes_only": float(np.mean((np.argmax(codes_only, axis=-1) == float_pred) & codes_ok)),
+    }
 
 
 def sha256_of(path: Path) -> str:
