@@ -538,18 +538,25 @@ def run_accuracy(
 
 def split_agreement(spec: AgileSpec, local_q: np.ndarray, remote_logits: np.ndarray,
                     flt: FloatLogits) -> dict[str, float]:
-    """Agreement with the float pipeline when only the local logits are the device's int8 ones, and when only
-    the remote logits come from the device's codes: which side of the split a disagreement comes from. An image
-    without remote logits (NaN) counts as a disagreement."""
-    a = np.float32(spec.alpha)
-    float_pred = np.argmax(flt.combined, axis=-1)
-    remote = np.asarray(remote_logits, np.float32)
-    local_only = a * spec.local_quant.dequantize(local_q) + (np.float32(1.0) - a) * flt.remote
-    codes_only = a * flt.local + (np.float32(1.0) - a) * remote
-    codes_ok = np.isfinite(remote).all(axis=-1)
+    """agreement_by_part for a device run: its int8 local logits and the remote logits of its codes."""
+    return agreement_by_part(spec.alpha, flt.local, flt.remote, spec.local_quant.dequantize(local_q), remote_logits)
+
+
+def agreement_by_part(alpha: float, local_float: np.ndarray, remote_float: np.ndarray, local_int8: np.ndarray,
+                      remote_int8: np.ndarray) -> dict[str, float]:
+    """Agreement with the float combined prediction when only the local logits are the int8 device part's, and
+    when only the remote logits come from its codes: which side of the split a disagreement comes from. Local
+    logits dequantized; an image without int8 remote logits (NaN) counts as a disagreement."""
+    a = np.float32(alpha)
+    b = np.float32(1.0) - a
+    remote_int8 = np.asarray(remote_int8, np.float32)
+    float_pred = np.argmax(a * local_float + b * remote_float, axis=-1)
+    local_only = np.argmax(a * local_int8 + b * remote_float, axis=-1)
+    codes_only = np.argmax(a * local_float + b * remote_int8, axis=-1)
+    codes_ok = np.isfinite(remote_int8).all(axis=-1)
     return {
-        "int8_local_logits_only": float(np.mean(np.argmax(local_only, axis=-1) == float_pred)),
-        "int8_codes_only": float(np.mean((np.argmax(codes_only, axis=-1) == float_pred) & codes_ok)),
+        "int8_local_logits_only": float(np.mean(local_only == float_pred)),
+        "int8_codes_only": float(np.mean((codes_only == float_pred) & codes_ok)),
     }
 
 

@@ -694,9 +694,7 @@ Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"
 def _skewness_basis(card: dict[str, Any]) -> str:
     """What the skewness was measured on: the images the frozen reference still gets right."""
     detail = card["skewness_detail"]
-    ref = detail.get("reference_accuracy", card.get("float_evaluation_at_training", {}).get("reference_accuracy"))
-    if ref is None:
-        return ""
+    ref = detail["reference_accuracy"]
     return (f",\n  by {detail['ig_steps']}-step IG on the {detail['samples']} test images the frozen reference NN "
             f"predicts correctly (right on {pct(ref)} of all test images, given the final features)")
 

@@ -133,26 +133,25 @@ def agreement_report(
     remote: Any, pairs: CodePairs, centroids: np.ndarray, alpha: float, batch: int = 500
 ) -> dict[str, float]:
     """Accuracies of the float and int8 combined predictions and how often they agree."""
+    from hil.accuracy.job import agreement_by_part
+
     c = centroids.astype(np.float32)
     a = np.float32(alpha)
-    pred_f, pred_i, pred_local_i, pred_remote_i = [], [], [], []
-    for s in range(0, len(pairs.y), batch):
-        sl = slice(s, s + batch)
-        rf = np.asarray(remote(c[pairs.codes_float[sl]], training=False))
-        ri = np.asarray(remote(c[pairs.codes_int8[sl]], training=False))
-        lf, li = pairs.local_float[sl], pairs.local_int8[sl]
-        pred_f.append(np.argmax(a * lf + (1 - a) * rf, -1))
-        pred_i.append(np.argmax(a * li + (1 - a) * ri, -1))
-        # One int8 part at a time: which side of the split the disagreement comes from.
-        pred_local_i.append(np.argmax(a * li + (1 - a) * rf, -1))
-        pred_remote_i.append(np.argmax(a * lf + (1 - a) * ri, -1))
-    pf, pi = np.concatenate(pred_f), np.concatenate(pred_i)
+
+    def remote_logits(codes: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(remote(c[codes[s : s + batch]], training=False))
+                               for s in range(0, len(codes), batch)])
+
+    rf, ri = remote_logits(pairs.codes_float), remote_logits(pairs.codes_int8)
+    pf = np.argmax(a * pairs.local_float + (1 - a) * rf, -1)
+    pi = np.argmax(a * pairs.local_int8 + (1 - a) * ri, -1)
+    by_part = agreement_by_part(alpha, pairs.local_float, rf, pairs.local_int8, ri)
     return {
         "combined_float": float(np.mean(pf == pairs.y)),
         "combined_int8": float(np.mean(pi == pairs.y)),
         "int8_float_agreement": float(np.mean(pf == pi)),
-        "agreement_int8_local_only": float(np.mean(pf == np.concatenate(pred_local_i))),
-        "agreement_int8_codes_only": float(np.mean(pf == np.concatenate(pred_remote_i))),
+        "agreement_int8_local_only": by_part["int8_local_logits_only"],
+        "agreement_int8_codes_only": by_part["int8_codes_only"],
         "code_mismatch": float(np.mean(pairs.codes_float != pairs.codes_int8)),
         "samples": len(pairs.y),
     }
