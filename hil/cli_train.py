@@ -2,7 +2,7 @@
 directories' cards. Nothing here imports TensorFlow until a command runs.
 
     hil train    --run-dir DIR [--preset cpu|gpu|auto] [--data SPEC] [--set KEY=VALUE ...] [--max-epochs N]
-    hil finetune --run-dir DIR [--set KEY=VALUE ...]       (Remote NN on the int8 device part's codes)
+    hil finetune --run-dir DIR [--set KEY=VALUE ...]       (int8-grid device weights, Remote NN on its codes)
     hil export   --run-dir DIR --out models/NAME [--name NAME] [--test-limit N] [--limits FILE.json]
     hil models   [--dir models] [--json]                   (every card checked, headline numbers)
 """
@@ -84,10 +84,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"hil finetune: --set: {exc}", file=sys.stderr)
         return EXIT_USAGE
     record = finetune_remote(Path(args.run_dir), config, progress=not args.quiet)
-    b, a = record["before"], record["after"]
-    print(json.dumps({"before": b, "after": a, "seconds": record["seconds"]}, indent=2))
-    print(f"{args.run_dir}: int8/float agreement {b['int8_float_agreement']:.4f} -> {a['int8_float_agreement']:.4f}, "
-          f"combined int8 {b['combined_int8']:.4f} -> {a['combined_int8']:.4f} on {a['samples']} test images; "
+    snap = record.get("weights_snap")
+    steps = ([snap["before_snap"]] if snap else []) + [record["before"], record["after"]]
+    print(json.dumps({"before_snap": steps[0] if snap else None, "before": record["before"],
+                      "after": record["after"], "seconds": record["seconds"]}, indent=2))
+    what = "joint -> int8-grid weights -> fine-tuned" if snap else "before -> after"
+    print(f"{args.run_dir}: int8/float agreement "
+          + " -> ".join(f"{s['int8_float_agreement']:.4f}" for s in steps)
+          + ", combined int8 " + " -> ".join(f"{s['combined_int8']:.4f}" for s in steps)
+          + f" ({what}) on {steps[-1]['samples']} test images; "
           f"export with: hil export --run-dir {args.run_dir} --out models/NAME")
     return 0
 
@@ -151,10 +156,11 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("finetune", help="fine-tune a finished run's Remote NN on the int8 device part's codes "
-                       "(resumable; then hil export)")
+    p = sub.add_parser("finetune", help="put a finished run's device weights on the int8 grid and fine-tune its "
+                       "Remote NN on the int8 device part's codes (resumable; then hil export)")
     p.add_argument("--run-dir", required=True, help="the finished training run (hil train --run-dir)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a FinetuneConfig field (JSON value), e.g. --set epochs=6")
+                   help="override a FinetuneConfig field (JSON value), e.g. --set epochs=6 or "
+                   "--set snap_weights=false (leave the device part alone)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)

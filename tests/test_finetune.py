@@ -1,8 +1,10 @@
 """Server-side fine-tuning of the Remote NN on the int8 device part's codes (hil.train.finetune), on a tiny
-synthetic run: the device part stays byte-identical, the export records and checks the fine-tuning."""
+synthetic run: by default the device weights go on the int8 grid first (then the int8 model holds the float
+model's weights); without that the device part stays byte-identical; the export records and checks both."""
 
 import hashlib
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -33,19 +35,60 @@ def tuned(tmp_path_factory):
     assert train(tiny_config(npz), run, progress=False).complete
     before = export_agilenn(run, root / "before", name="tiny")  # same name: the C embeds it
     joint_remote = (run / "remote_nn.keras").read_bytes()
+    joint_extractor = (run / "extractor.keras").read_bytes()
+    shutil.copytree(run, root / "run_plain")  # for fine-tuning without snapping
     config = FinetuneConfig(epochs=2, batch_size=16, lr=0.05)
     record = finetune_remote(run, config, progress=False)
     limits = {"targets_missed": "tiny run", "what_limited_it": ["two steps per stage"], "next_steps": "none"}
     after = export_agilenn(run, root / "after", name="tiny", limits=limits)
     return SimpleNamespace(root=root, run=run, config=config, record=record, before=before, after=after,
-                           joint_remote=joint_remote)
+                           joint_remote=joint_remote, joint_extractor=joint_extractor)
 
 
-def test_finetune_leaves_the_device_part_byte_identical(tuned):
+def test_finetune_without_snapping_leaves_the_device_part_byte_identical(tuned):
+    from hil.export.agilenn import export_agilenn
+    from hil.train.finetune import FinetuneConfig, finetune_remote
+
+    run = tuned.root / "run_plain"
+    record = finetune_remote(run, FinetuneConfig(epochs=1, batch_size=16, lr=0.05, snap_weights=False),
+                             progress=False)
+    assert record["weights_snap"] is None and not (run / "extractor.joint.keras").exists()
+    card = export_agilenn(run, tuned.root / "plain", name="tiny")
     for name in ("model.tflite", "hil_model.c", "hil_offload.c"):
-        assert _sha(tuned.root / "before" / name) == _sha(tuned.root / "after" / name), name
+        assert _sha(tuned.root / "before" / name) == _sha(tuned.root / "plain" / name), name
     # ... and the record names that very int8 model.
+    assert record["device_tflite_sha256"] == _sha(tuned.root / "plain" / "model.tflite")
+    assert card["server_finetune"]["weights_snap"] is None
+
+
+def test_finetune_snaps_the_device_weights_and_keeps_the_joint_ones(tuned):
+    snap = tuned.record["weights_snap"]
+    assert [row["name"] for row in snap["layers"]] == [
+        "e0_conv", "e1_dw", "e1_pw", "e2_dw", "e2_pw", "e3_dw", "e3_pw", "l_logits"]
+    assert all(row["max_change_steps"] <= 0.5 for row in snap["layers"])
+    assert snap["before_snap"]["samples"] == tuned.record["before"]["samples"] == 32
+    assert (tuned.run / "extractor.joint.keras").read_bytes() == tuned.joint_extractor
+    # The device part changed (its weights moved by up to half an int8 step), and the record names the new one.
+    assert _sha(tuned.root / "before" / "model.tflite") != _sha(tuned.root / "after" / "model.tflite")
     assert tuned.record["device_tflite_sha256"] == _sha(tuned.root / "after" / "model.tflite")
+    readme = (tuned.root / "after" / "README.md").read_text()
+    assert "put the device part's weights on the int8 grid (8 kernels" in readme
+    assert "| on 32 test images | joint-trained | weights on the int8 grid | Remote NN fine-tuned |" in readme
+
+
+def test_the_snapped_int8_model_holds_the_float_models_weights(tuned):
+    """The exported float device model is on the int8 grid (test_train_snap: then the int8 conversion holds
+    exactly its weights)."""
+    import keras
+
+    from hil.train.snap import snap_model_to_int8_grid
+
+    float_model = keras.models.load_model(tuned.root / "after" / "device_float.keras")
+    # Snapping what is already on the grid moves nothing ...
+    assert max(r.max_change_steps for r in snap_model_to_int8_grid(float_model)) < 1e-4
+    # ... while the joint-trained model was off it (the int8 conversion rounds its weights).
+    joint = keras.models.load_model(tuned.root / "before" / "device_float.keras")
+    assert max(r.max_change_steps for r in snap_model_to_int8_grid(joint)) > 0.3
 
 
 def test_finetune_changes_the_remote_nn_and_keeps_the_joint_one(tuned):
@@ -98,8 +141,6 @@ def test_finetune_with_other_settings_is_refused(tuned):
 
 
 def test_export_refuses_a_remote_tuned_on_another_device_part(tuned, tmp_path):
-    import shutil
-
     from hil.export.agilenn import export_agilenn
     from hil.export.common import ExportError
 

@@ -615,7 +615,8 @@ def _finetune_record(run_dir: Path, tflite: bytes, calibration_count: int, seed:
             f"(sha256 {str(record.get('device_tflite_sha256'))[:12]}..., this conversion {sha[:12]}..., "
             f"calibration {calibration_count} images, seed {seed}); export with the defaults or fine-tune again"
         )
-    return {k: record.get(k) for k in ("why", "config", "before", "after", "epochs_done", "seconds", "finished")}
+    keys = ("why", "config", "weights_snap", "before", "after", "epochs_done", "seconds", "finished")
+    return {k: record.get(k) for k in keys}
 
 
 def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
@@ -703,27 +704,36 @@ def _finetune_section(ft: dict[str, Any] | None) -> str:
     if not ft:
         return ""
     b, a, cfg = ft["before"], ft["after"], ft["config"]
+    snap = ft.get("weights_snap")  # cards from before weight snapping existed have none
     views = "the training images and their mirror images" if cfg["flip_views"] else "the training images"
+    if snap:
+        j = snap["before_snap"]
+        steps = max(row["max_change_steps"] for row in snap["layers"])
+        intro = (f"`hil finetune` first put the device part's weights on the int8 grid ({len(snap['layers'])} "
+                 f"kernels, batch normalization folded, each weight moved by at most {steps:.2f} of its channel's "
+                 "int8 step), so that the float pipeline computes with the device's weights; then it trained the "
+                 f"Remote NN {ft['epochs_done']} more epochs")
+        cols = ("joint-trained", "weights on the int8 grid", "Remote NN fine-tuned")
+        reports = (j, b, a)
+    else:
+        intro = f"`hil finetune` trained the Remote NN {ft['epochs_done']} more epochs"
+        cols = ("before", "after")
+        reports = (b, a)
+    rows = [("int8 vs float agreement", "int8_float_agreement"), ("combined, int8 device part", "combined_int8"),
+            ("combined, float pipeline", "combined_float"), ("codes that differ (int8 vs float)", "code_mismatch"),
+            ("agreement, int8 local logits only", "agreement_int8_local_only"),
+            ("agreement, int8 codes only", "agreement_int8_codes_only")]
+    table = "".join(f"| {label} | " + " | ".join(pct(r[key]) for r in reports) + " |\n"
+                    for label, key in rows if all(key in r for r in reports))
+    sep = "|---" * (len(cols) + 1)
     return f"""
 ## Remote NN fine-tuned on the device's int8 codes
 
-`hil finetune` trained the Remote NN {ft["epochs_done"]} more epochs (lr {cfg["lr"]}, consistency weight
-{cfg["consistency"]}) on pairs of float and int8 codes of {views}; the device part is unchanged.
-{pct(a["code_mismatch"])} of the codes differ between the int8 and the float device part.
+{intro} (lr {cfg["lr"]}, consistency weight {cfg["consistency"]}) on pairs of float and int8 codes of {views}.
 
-| on {b["samples"]} test images | before | after |
-|---|---|---|
-| int8 vs float agreement | {pct(b["int8_float_agreement"])} | {pct(a["int8_float_agreement"])} |
-| combined, int8 device part | {pct(b["combined_int8"])} | {pct(a["combined_int8"])} |
-| combined, float pipeline | {pct(b["combined_float"])} | {pct(a["combined_float"])} |
-{_split_rows(b, a)}"""
-
-
-def _split_rows(b: dict[str, Any], a: dict[str, Any]) -> str:
-    """Agreement with one int8 part at a time (records from before these keys existed have none)."""
-    rows = [("agreement, int8 local logits only", "agreement_int8_local_only"),
-            ("agreement, int8 codes only", "agreement_int8_codes_only")]
-    return "".join(f"| {label} | {pct(b[key])} | {pct(a[key])} |\n" for label, key in rows if key in b and key in a)
+| on {b["samples"]} test images | {" | ".join(cols)} |
+{sep}|
+{table}"""
 
 
 def _limits_section(limits: dict[str, Any] | None) -> str:

@@ -2,20 +2,24 @@
 
 Why: joint training sees float features. The device sends the codes of its int8 extractor, and int8 rounding
 moves some features across a centroid boundary (about 1.5% of the values of the CPU run), which changes the
-combined prediction of a few percent of images. The server's Remote NN is the only part that can absorb this
-without touching the device: it is fine-tuned on pairs of (float codes, int8 codes) of the same training image,
-with cross-entropy on both combined predictions and a symmetric KL term that pulls them together. The device
-part (extractor, Local NN, quantizer centroids, alpha) is unchanged, so model.tflite and the firmware are the
-same bytes before and after.
+combined prediction of a few percent of images. Two steps close the gap:
+1. (snap_weights, default on) the device part's weights are put on the int8 grid (hil.train.snap): the float
+   extractor and Local NN then compute with exactly the weights the int8 conversion holds, so only activation
+   rounding separates them from the device. This changes the device part once, deterministically: model.tflite
+   holds the same integers as before up to half a quantization step per weight.
+2. The server's Remote NN, the only part that can absorb the rest without touching the device, is fine-tuned
+   on pairs of (float codes, int8 codes) of the same training image, with cross-entropy on both combined
+   predictions and a symmetric KL term that pulls them together. Centroids and alpha are unchanged.
 
 The int8 codes come from TensorFlow Lite Micro on the int8 conversion that `hil export` makes (same
 calibration images), so they are the device's codes; finetune.json records that model's sha256 and the export
 refuses a run whose conversion differs from it.
 
 Run directory additions: finetune/ (codes cache, per-epoch checkpoint), finetune.json (settings, result),
-remote_nn.joint.keras (the joint-trained Remote NN, kept once), and new remote_nn.keras / server.keras; one
+remote_nn.joint.keras, extractor.joint.keras and local_nn.joint.keras (the joint-trained parts, kept once), and
+new remote_nn.keras / server.keras (and, when snapping, extractor.keras / local_nn.keras / device.keras); one
 metrics.jsonl row per epoch with stage "remote_finetune". Resumable: a second call continues after the last
-finished epoch.
+finished epoch, always starting again from the joint-trained parts.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from hil.train.loop import Progress, hardware_info, now, write_json_atomic
 FINETUNE_FILE = "finetune.json"
 CACHE_DIR = "finetune"
 JOINT_REMOTE = "remote_nn.joint.keras"
+# The device part's files that snapping rewrites -> where the joint-trained ones are kept.
+JOINT_DEVICE = {"extractor.keras": "extractor.joint.keras", "local_nn.keras": "local_nn.joint.keras"}
 
 
 class FinetuneError(ValueError):
@@ -55,6 +61,8 @@ class FinetuneConfig:
     # unchanged after an epoch on the CPU run; 30 moved it from 96.6% to 97.0%).
     consistency: float = 30.0
     flip_views: bool = True  # also the horizontally flipped training images (twice the pairs)
+    # Put the extractor's and Local NN's weights on the int8 grid first (hil.train.snap; the module docstring).
+    snap_weights: bool = True
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
@@ -157,6 +165,27 @@ def agreement_report(
     }
 
 
+def _snap_device(trained: Any, calibration: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 centroids: np.ndarray, alpha: float, cache_stem: Path, bar: Progress) -> dict[str, Any]:
+    """Snaps `trained`'s extractor and Local NN to the int8 grid (in place); returns what that changed: the
+    test images' agreement with the joint-trained device part (before) and one row per kernel."""
+    from hil.export.agilenn import DeviceIO, centroid_lookup, convert_device_int8
+    from hil.train.snap import snap_model_to_int8_grid
+
+    joint_tflite = convert_device_int8(trained, calibration)
+    joint_pairs_path = cache_stem.with_name(f"{cache_stem.name}_{sha256_bytes(joint_tflite)[:12]}.npz")
+    if joint_pairs_path.is_file():
+        joint_pairs = CodePairs.load(joint_pairs_path)
+    else:
+        lookup = centroid_lookup(centroids, DeviceIO.of(joint_tflite).remote)
+        joint_pairs = code_pairs(trained, joint_tflite, x_test, y_test, centroids, lookup, bar)
+        joint_pairs.save(joint_pairs_path)
+    before = agreement_report(trained.remote, joint_pairs, centroids, alpha)
+    layers = snap_model_to_int8_grid(trained.extractor) + snap_model_to_int8_grid(trained.local)
+    return {"grid": "TFLite per-channel int8 weights (symmetric, [-127, 127]), batch normalization folded",
+            "before_snap": before, "layers": [row.to_dict() for row in layers]}
+
+
 def finetune_remote(
     run_dir: Path | str, config: FinetuneConfig | None = None, *, data: Any = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -174,7 +203,7 @@ def finetune_remote(
         model_input,
         run_dataset,
     )
-    from hil.train.layers import load_trained, remote_keras_model
+    from hil.train.layers import device_keras_model, load_trained, remote_keras_model
     from hil.train.trainer import WarmupCosine, smoothed_ce
 
     cfg = config or FinetuneConfig()
@@ -203,22 +232,37 @@ def finetune_remote(
     x_train = dataset.x_train[: rcfg.train_limit][: cfg.train_limit]
     y_train = dataset.y_train[: rcfg.train_limit][: cfg.train_limit]
     x_test, y_test = dataset.x_test[: cfg.test_limit], dataset.y_test[: cfg.test_limit]
+    centroids = np.asarray(trained.centroid_values(), np.float32)
+    alpha = trained.alpha_value()
+    cache = run_dir / CACHE_DIR
+    cache.mkdir(exist_ok=True)
+    test_name = f"test_pairs_{cfg.test_limit or 'all'}"
 
     # The int8 device part exactly as `hil export` converts it.
     calib_u8, _ = calibration_images(dataset.x_train[: rcfg.train_limit], CALIBRATION_IMAGES, 0)
-    tflite = convert_device_int8(trained, np.concatenate(list(model_input(calib_u8, rcfg.input_size))))
+    calibration = np.concatenate(list(model_input(calib_u8, rcfg.input_size)))
+    weights_snap = None
+    if cfg.snap_weights or any((run_dir / joint).is_file() for joint in JOINT_DEVICE.values()):
+        for current, joint in JOINT_DEVICE.items():
+            if not (run_dir / joint).is_file():
+                shutil.copyfile(run_dir / current, run_dir / joint)
+        trained.extractor = keras.models.load_model(run_dir / JOINT_DEVICE["extractor.keras"])
+        trained.local = keras.models.load_model(run_dir / JOINT_DEVICE["local_nn.keras"])
+    if cfg.snap_weights:
+        weights_snap = _snap_device(trained, calibration, x_test, y_test, centroids, alpha, cache / test_name, bar)
+    if weights_snap is not None or any((run_dir / joint).is_file() for joint in JOINT_DEVICE.values()):
+        trained.extractor.save(run_dir / "extractor.keras")
+        trained.local.save(run_dir / "local_nn.keras")
+        device_keras_model(trained).save(run_dir / "device.keras")
+    tflite = convert_device_int8(trained, calibration)
     tflite_sha = sha256_bytes(tflite)
     if record is not None and record.get("device_tflite_sha256") != tflite_sha:
         raise FinetuneError(f"the int8 conversion of {run_dir} is not the one {record_path} was fine-tuned on")
-    centroids = np.asarray(trained.centroid_values(), np.float32)
     lookup = centroid_lookup(centroids, DeviceIO.of(tflite).remote)
-    alpha = trained.alpha_value()
-
-    cache = run_dir / CACHE_DIR
-    cache.mkdir(exist_ok=True)
-    # Named by what selects the images, so settings that change only the training reuse the codes.
-    pairs_path = cache / f"train_pairs_{cfg.train_limit or 'all'}{'_flip' if cfg.flip_views else ''}.npz"
-    test_path = cache / f"test_pairs_{cfg.test_limit or 'all'}.npz"
+    # Named by the int8 model and what selects the images, so settings that change only the training reuse them.
+    views_name = f"train_pairs_{cfg.train_limit or 'all'}{'_flip' if cfg.flip_views else ''}"
+    pairs_path = cache / f"{views_name}_{tflite_sha[:12]}.npz"
+    test_path = cache / f"{test_name}_{tflite_sha[:12]}.npz"
     if pairs_path.is_file() and test_path.is_file():
         train_pairs, test_pairs = CodePairs.load(pairs_path), CodePairs.load(test_path)
     else:
@@ -234,8 +278,11 @@ def finetune_remote(
         "format": "agilenn-remote-finetune/1",
         "config": asdict(cfg),
         "device_tflite_sha256": tflite_sha,
-        "why": "Remote NN fine-tuned on (float codes, int8 codes) pairs of the training images so that the "
-        "int8 device part's codes give the float pipeline's prediction; the device part is unchanged",
+        "why": ("device weights put on the int8 grid, then " if weights_snap else "")
+        + "Remote NN fine-tuned on (float codes, int8 codes) pairs of the training images so that the int8 "
+        "device part's codes give the float pipeline's prediction"
+        + ("" if weights_snap else "; the device part is unchanged"),
+        "weights_snap": weights_snap,
         "before": before,
         "epochs_done": 0,
         "seconds": 0.0,
