@@ -37,7 +37,8 @@ def write_npz(directory, n_train=64, n_test=32, hybrid=True):
 
 @pytest.mark.parametrize("preset", [TrainConfig.cpu, TrainConfig.gpu])
 def test_config_json_round_trip(preset, tmp_path):
-    cfg = preset(notes="x", extra={"why": "test"})
+    cfg = preset(notes="x", extra={"why": "test"}, lam_schedule=[[10, 0.5]])
+    assert cfg.lam_schedule == ((10, 0.5),) and (cfg.lam_at(9), cfg.lam_at(10)) == (cfg.lam, 0.5)
     assert TrainConfig.from_json(cfg.to_json()) == cfg
     cfg.to_json(tmp_path / "c.json")
     assert TrainConfig.from_json(tmp_path / "c.json") == cfg
@@ -61,7 +62,8 @@ def test_default_recipe_payload_is_far_below_the_raw_image():
     "overrides",
     [{"ig_eval_steps": 10}, {"rho": 1.5}, {"ig_train_rule": "simpson"}, {"ig_train_steps": 1},
      {"extractor": (("pool", 24, 3, 2),)}, {"local_fraction": 1.0}, {"margin_weight": -1.0},
-     {"margin_delta": 0.0}],
+     {"margin_delta": 0.0}, {"lam_schedule": ((5, 0.5), (3, 0.2))}, {"lam_schedule": ((0, 0.5),)},
+     {"lam_schedule": ((5, 1.5),)}],
 )  # fmt: skip
 def test_config_rejects_bad_values(overrides):
     with pytest.raises(ConfigError):
@@ -343,3 +345,19 @@ def test_joint_training_with_the_boundary_margin_logs_it(tmp_path):
     assert train(cfg, tmp_path / "run", progress=False).complete
     joint = [r for r in _records(tmp_path / "run") if r["stage"] == "joint"]
     assert joint and all(r["train_margin_loss"] > 0.0 for r in joint)
+
+
+def test_lam_schedule_changes_the_loss_from_its_joint_epoch_on(tmp_path):
+    pytest.importorskip("tensorflow")
+    from hil.train.trainer import train
+
+    cfg = tiny_config(write_npz(tmp_path), joint_epochs=3, lam=0.8, lam_schedule=((2, 0.3),))
+    run = tmp_path / "run"
+    assert not train(cfg, run, progress=False, stop_after_epochs=2).complete  # reference + joint epoch 1
+    assert train(cfg, run, progress=False).complete  # resumed: epochs 2 and 3 take the later lam
+    joint = [r for r in _records(run) if r["stage"] == "joint"]
+    assert [r["lam"] for r in joint] == pytest.approx([0.8, 0.3, 0.3])
+    for r in joint:  # the logged loss is the one trained on, with that epoch's lam
+        lam = r["lam"]
+        expected = lam * r["train_ce"] + (1 - lam) * (r["train_skew_loss"] + r["train_disorder_loss"])
+        assert r["train_loss"] == pytest.approx(expected, rel=1e-4)

@@ -629,6 +629,7 @@ def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
         "centroids",
         "rho",
         "lam",
+        "lam_schedule",
         "aux_weight",
         "margin_weight",
         "ig_train_steps",
@@ -639,6 +640,7 @@ def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
         "joint_epochs",
         "lr",
         "seed",
+        "notes",
     )
     data = cfg.to_dict()
     return {k: data[k] for k in keys}

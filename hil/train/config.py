@@ -171,6 +171,8 @@ class TrainConfig(BackboneConfig):
     # --- importance and losses ---
     rho: float = 0.8  # skewness target: share of importance in the top-k channels
     lam: float = 0.8  # L = lam * L_pred + (1 - lam) * (L_skew + L_disorder); paper 0.2-0.4, authors' code 0.8
+    # Another lam from a later joint epoch on: ((first joint epoch, 1-based), lam), ascending; () = lam throughout.
+    lam_schedule: tuple[tuple[int, float], ...] = ()
     aux_weight: float = 0.0  # extra CE on local-only and remote-only logits (0 = the paper)
     # Boundary margin on the remote features (SoftToHardQuantizer.margin_loss): weight 0 = off (the paper).
     # Keeps values margin_delta away from the centroids' decision boundaries, so the int8 device part's codes
@@ -215,6 +217,19 @@ class TrainConfig(BackboneConfig):
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (not used by the trainer)
 
+    def __post_init__(self) -> None:
+        schedule = tuple((int(epoch), float(lam)) for epoch, lam in self.lam_schedule)  # JSON gives lists
+        object.__setattr__(self, "lam_schedule", schedule)
+        super().__post_init__()
+
+    def lam_at(self, joint_epoch: int) -> float:
+        """lam during joint epoch `joint_epoch` (1-based)."""
+        lam = self.lam
+        for first, value in self.lam_schedule:
+            if joint_epoch >= first:
+                lam = value
+        return lam
+
     # --- derived values (feature_channels, feature_size, raw_input_bytes: BackboneConfig) ---
     @property
     def extractor_stride(self) -> int:
@@ -250,6 +265,11 @@ class TrainConfig(BackboneConfig):
             errors.append(f"rho {self.rho} not in (0, 1]")
         if not 0.0 <= self.lam <= 1.0:
             errors.append(f"lam {self.lam} not in [0, 1]")
+        firsts = [epoch for epoch, _ in self.lam_schedule]
+        if firsts != sorted(set(firsts)) or any(e < 1 for e in firsts):
+            errors.append(f"lam_schedule {self.lam_schedule} needs distinct, ascending joint epochs >= 1")
+        if any(not 0.0 <= lam <= 1.0 for _, lam in self.lam_schedule):
+            errors.append(f"lam_schedule {self.lam_schedule}: every lam must be in [0, 1]")
         if self.margin_weight < 0 or self.margin_delta <= 0:
             errors.append(f"margin_weight {self.margin_weight} must be >= 0 and margin_delta {self.margin_delta} > 0")
         if self.alpha_temperature <= 0:

@@ -7,7 +7,8 @@ Stages, in order:
 2. preprocess (optional): IG over training images, the channels most often in a sample's top-k are moved to
    the front by permuting the extractor's last conv + BN and the reference's first conv (function unchanged).
 3. joint: extractor, Local NN, quantizer, Remote NN and alpha with
-   L = lam * CE(combined) + (1 - lam) * (L_skewness + L_disorder), importance by IG inside the loss.
+   L = lam * CE(combined) + (1 - lam) * (L_skewness + L_disorder), importance by IG inside the loss (lam per
+   joint epoch: config.lam_at).
 4. final: evaluation (>= 20-step IG skewness), .keras files, agilenn.json, result.json.
 
 Run directory (hil.train.loop): config.json, state.json (stage, epoch, permutation, checkpoint), ckpt/
@@ -129,6 +130,8 @@ class _Runner(EpochRunner):
             ref_opt=self.ref_opt,
             joint_opt=self.joint_opt,
         )
+        # Set at the start of every joint epoch from config.lam_at (not checkpointed: the config decides).
+        self.lam = tf.Variable(config.lam, trainable=False, dtype=tf.float32, name="lam")
         self._ref_step = self._make_ref_step()
         self._joint_step = self._make_joint_step()
         self._eval_step = self._make_eval_step()
@@ -174,7 +177,7 @@ class _Runner(EpochRunner):
         return step
 
     def _make_joint_step(self) -> Callable:
-        t, cfg, opt, variables = self.t, self.cfg, self.joint_opt, self.joint_vars
+        t, cfg, opt, variables, lam = self.t, self.cfg, self.joint_opt, self.joint_vars, self.lam
         k = cfg.k
 
         @tf.function(jit_compile=cfg.jit_compile)
@@ -191,7 +194,7 @@ class _Runner(EpochRunner):
                 l_dis = disorder_loss(importance, k, mask)
                 out = t.heads(features, training=True)
                 ce = smoothed_ce(y, out["combined"], cfg.label_smoothing)
-                loss = cfg.lam * ce + (1.0 - cfg.lam) * (l_skew + l_dis)
+                loss = lam * ce + (1.0 - lam) * (l_skew + l_dis)
                 if cfg.aux_weight > 0:
                     aux = smoothed_ce(y, out["local"], cfg.label_smoothing)
                     aux += smoothed_ce(y, out["remote"], cfg.label_smoothing)
@@ -273,11 +276,16 @@ class _Runner(EpochRunner):
             opt=self.ref_opt if reference else self.joint_opt,
             title=stage,
             head={"stage": stage},
-            # Distinct data order per stage and epoch, reproducible on resume.
-            batches=lambda epoch: self.pipeline.epoch(epoch + (10_000 if stage == "joint" else 0)),
+            batches=self.pipeline.epoch if reference else self._joint_batches,
             test=lambda: self.test_metrics(joint=stage == "joint"),
-            tail=(lambda: {"alpha": self.t.alpha_value()}) if stage == "joint" else None,
+            tail=None if reference else lambda: {"alpha": self.t.alpha_value(), "lam": float(self.lam.numpy())},
         )
+
+    def _joint_batches(self, epoch: int) -> Any:
+        """Joint epoch `epoch` (0-based): its lam, and its data in an order distinct from the reference stage's
+        (reproducible on resume)."""
+        self.lam.assign(self.cfg.lam_at(epoch + 1))
+        return self.pipeline.epoch(epoch + 10_000)
 
     def preprocess(self, state: dict[str, Any]) -> None:
         """Channel pre-processing: sort channels by how often IG puts them in a sample's top-k."""
