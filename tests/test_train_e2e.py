@@ -60,7 +60,8 @@ def test_default_recipe_payload_is_far_below_the_raw_image():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"ig_eval_steps": 10}, {"rho": 1.5}, {"ig_train_rule": "simpson"}, {"ig_train_steps": 1},
+    [{"ig_eval_steps": 10}, {"rho": 1.5}, {"ig_train_rule": "simpson"},
+     {"ig_train_steps": 1, "ig_train_rule": "trapezoid"}, {"ig_train_steps": 0},
      {"extractor": (("pool", 24, 3, 2),)}, {"local_fraction": 1.0}, {"margin_weight": -1.0},
      {"margin_delta": 0.0}, {"lam_schedule": ((5, 0.5), (3, 0.2))}, {"lam_schedule": ((0, 0.5),)},
      {"lam_schedule": ((5, 1.5),)}],
