@@ -242,7 +242,9 @@ def finetune_remote(
     calib_u8, _ = calibration_images(dataset.x_train[: rcfg.train_limit], CALIBRATION_IMAGES, 0)
     calibration = np.concatenate(list(model_input(calib_u8, rcfg.input_size)))
     weights_snap = None
-    if cfg.snap_weights or any((run_dir / joint).is_file() for joint in JOINT_DEVICE.values()):
+    # Once snapped, a run always starts again from its joint-trained device part (snapping or not).
+    rewrite_device = cfg.snap_weights or any((run_dir / joint).is_file() for joint in JOINT_DEVICE.values())
+    if rewrite_device:
         for current, joint in JOINT_DEVICE.items():
             if not (run_dir / joint).is_file():
                 shutil.copyfile(run_dir / current, run_dir / joint)
@@ -250,7 +252,7 @@ def finetune_remote(
         trained.local = keras.models.load_model(run_dir / JOINT_DEVICE["local_nn.keras"])
     if cfg.snap_weights:
         weights_snap = _snap_device(trained, calibration, x_test, y_test, centroids, alpha, cache / test_name, bar)
-    if weights_snap is not None or any((run_dir / joint).is_file() for joint in JOINT_DEVICE.values()):
+    if rewrite_device:
         trained.extractor.save(run_dir / "extractor.keras")
         trained.local.save(run_dir / "local_nn.keras")
         device_keras_model(trained).save(run_dir / "device.keras")
