@@ -664,7 +664,7 @@ below and the sha256 of every file; the files are described in [../README.md](..
 - split: k = {agilenn["k"]} of {agilenn["feature_map"][2]} channels stay on the device (feature map {fmap});
   channels {remote} go to the server as {agilenn["bits_per_value"]}-bit codes of {len(agilenn["centroids"])} centroids;
   alpha = {agilenn["alpha"]:.4f}
-- skewness (share of importance in the top-k): {pct(card["skewness"])} (loss aim rho {skew_target}){_skewness_basis(card)}
+- skewness (importance share in the top-k): {pct(card["skewness"])} (loss aim rho {skew_target}){_skewness_basis(card)}
 - payload before compression: {card["payload_bits"]} bits = {pay["bytes"]:g} bytes per inference,
   {pct(pay["vs_raw"])} of the {pay["raw_input_bytes"]}-byte image (code entropy bound: {entropy:.0f} bytes)
 
