@@ -63,8 +63,8 @@ def test_default_recipe_payload_is_far_below_the_raw_image():
     [{"ig_eval_steps": 10}, {"rho": 1.5}, {"ig_train_rule": "simpson"},
      {"ig_train_steps": 1, "ig_train_rule": "trapezoid"}, {"ig_train_steps": 0},
      {"extractor": (("pool", 24, 3, 2),)}, {"local_fraction": 1.0}, {"margin_weight": -1.0},
-     {"margin_delta": 0.0}, {"lam_schedule": ((5, 0.5), (3, 0.2))}, {"lam_schedule": ((0, 0.5),)},
-     {"lam_schedule": ((5, 1.5),)}],
+     {"margin_delta": 0.0}, {"code_noise": -1.0}, {"code_noise_consistency": -0.5},
+     {"lam_schedule": ((5, 0.5), (3, 0.2))}, {"lam_schedule": ((0, 0.5),)}, {"lam_schedule": ((5, 1.5),)}],
 )  # fmt: skip
 def test_config_rejects_bad_values(overrides):
     with pytest.raises(ConfigError):
@@ -346,6 +346,32 @@ def test_joint_training_with_the_boundary_margin_logs_it(tmp_path):
     assert train(cfg, tmp_path / "run", progress=False).complete
     joint = [r for r in _records(tmp_path / "run") if r["stage"] == "joint"]
     assert joint and all(r["train_margin_loss"] > 0.0 for r in joint)
+
+
+def test_joint_training_with_code_noise_adds_its_consistency_term(tmp_path):
+    pytest.importorskip("tensorflow")
+    from hil.train.trainer import train
+
+    cfg = tiny_config(write_npz(tmp_path), code_noise=3.0, code_noise_consistency=5.0)
+    assert train(cfg, tmp_path / "run", progress=False).complete
+    joint = [r for r in _records(tmp_path / "run") if r["stage"] == "joint"]
+    assert joint and all(r["train_code_noise_kl"] > 0.0 for r in joint)
+    for r in joint:  # the logged loss is the one trained on: the KL enters with its weight
+        lam = r["lam"]
+        expected = lam * r["train_ce"] + (1 - lam) * (r["train_skew_loss"] + r["train_disorder_loss"])
+        assert r["train_loss"] == pytest.approx(expected + 5.0 * r["train_code_noise_kl"], rel=1e-4)
+
+
+def test_symmetric_kl_of_hand_made_logits():
+    tf = pytest.importorskip("tensorflow")
+    from hil.train.trainer import symmetric_kl
+
+    a = tf.constant([[2.0, 0.0], [0.0, 0.0]])
+    b = tf.constant([[0.0, 2.0], [0.0, 0.0]])
+    p = 1 / (1 + np.exp(-2.0))  # softmax([2, 0])[0]
+    kl = p * np.log(p / (1 - p)) + (1 - p) * np.log((1 - p) / p)  # KL(p || q) = KL(q || p) here
+    assert float(symmetric_kl(a, b)) == pytest.approx(kl / 2, rel=1e-5)  # mean over the two rows
+    assert float(symmetric_kl(a, a)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_lam_schedule_changes_the_loss_from_its_joint_epoch_on(tmp_path):

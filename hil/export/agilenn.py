@@ -632,6 +632,8 @@ def _config_summary(cfg: TrainConfig) -> dict[str, Any]:
         "lam_schedule",
         "aux_weight",
         "margin_weight",
+        "code_noise",
+        "code_noise_consistency",
         "ig_train_steps",
         "ig_train_rule",
         "channel_preprocess",

@@ -182,6 +182,13 @@ class TrainConfig(BackboneConfig):
     # it), the remote branch starved, and each remaining flip decided. Off unless that is addressed.
     margin_weight: float = 0.0
     margin_delta: float = 0.2  # about 8.5 int8 steps of the ReLU6 features
+    # Code-noise view (0 = off, the paper): each joint step also runs the Remote NN on the codes of
+    # remote features + Gaussian noise of std code_noise int8 steps (6/255) - about what the int8 extractor's
+    # compounded activation rounding does (committed CPU model: sd 0.65-1.2 steps per channel, no bias) - with
+    # CE on both combined predictions and code_noise_consistency x the symmetric KL between them, so that the
+    # Remote NN learns not to change its decision over the few codes the int8 device part flips.
+    code_noise: float = 0.0
+    code_noise_consistency: float = 10.0
     # Path points for IG inside the joint loss. The authors' 2-point IG (2, trapezoid) flatters the skewness: on
     # a 2-point-trained CPU run's first 1000 test images it gave 0.772 where 4-, 8- and 20-point midpoint IG all
     # gave 0.665, so the loss met rho on a proxy. 4-point midpoint tracks the 20-step figure at ~1.2x the step
@@ -274,6 +281,9 @@ class TrainConfig(BackboneConfig):
             errors.append(f"lam_schedule {self.lam_schedule}: every lam must be in [0, 1]")
         if self.margin_weight < 0 or self.margin_delta <= 0:
             errors.append(f"margin_weight {self.margin_weight} must be >= 0 and margin_delta {self.margin_delta} > 0")
+        if self.code_noise < 0 or self.code_noise_consistency < 0:
+            errors.append(f"code_noise {self.code_noise} and code_noise_consistency {self.code_noise_consistency} "
+                          "must be >= 0")
         if self.alpha_temperature <= 0:
             errors.append(f"alpha_temperature {self.alpha_temperature} <= 0")
         for name in ("ig_train_rule", "preprocess_ig_rule"):

@@ -205,7 +205,7 @@ def finetune_remote(
         run_dataset,
     )
     from hil.train.layers import device_keras_model, load_trained, remote_keras_model
-    from hil.train.trainer import WarmupCosine, smoothed_ce
+    from hil.train.trainer import WarmupCosine, smoothed_ce, symmetric_kl
 
     cfg = config or FinetuneConfig()
     cfg.validate()
@@ -320,8 +320,7 @@ def finetune_remote(
             comb_f = a * lf + (1.0 - a) * logits[:b]
             comb_i = a * li + (1.0 - a) * logits[b:]
             ce = 0.5 * (smoothed_ce(y, comb_f, cfg.label_smoothing) + smoothed_ce(y, comb_i, cfg.label_smoothing))
-            lpf, lpi = tf.nn.log_softmax(comb_f), tf.nn.log_softmax(comb_i)
-            kl = 0.5 * tf.reduce_mean(tf.reduce_sum((tf.exp(lpf) - tf.exp(lpi)) * (lpf - lpi), -1))
+            kl = symmetric_kl(comb_f, comb_i)
             loss = ce + cfg.consistency * kl
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return {"loss": loss, "ce": ce, "kl": kl}

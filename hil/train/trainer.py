@@ -40,7 +40,13 @@ from hil.train.importance import (
     skewness_loss,
     topk_frequency,
 )
-from hil.train.layers import TrainedAgileNN, load_trained, permute_extractor_outputs, permute_reference_inputs
+from hil.train.layers import (
+    FEATURE_MAX,
+    TrainedAgileNN,
+    load_trained,
+    permute_extractor_outputs,
+    permute_reference_inputs,
+)
 from hil.train.loop import EpochRunner, RunDirError, Sessions, finished_fields, now, prepare_run
 
 STAGES = ("reference", "preprocess", "joint", "final", "done")
@@ -98,6 +104,27 @@ def smoothed_ce(labels: tf.Tensor, logits: tf.Tensor, smoothing: float) -> tf.Te
     n = tf.shape(logits)[-1]
     target = tf.one_hot(labels, n) * (1.0 - smoothing) + smoothing / tf.cast(n, tf.float32)
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
+
+
+def symmetric_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
+    """Mean over the batch of (KL(p_a || p_b) + KL(p_b || p_a)) / 2 of the softmax distributions."""
+    la, lb = tf.nn.log_softmax(logits_a), tf.nn.log_softmax(logits_b)
+    return 0.5 * tf.reduce_mean(tf.reduce_sum((tf.exp(la) - tf.exp(lb)) * (la - lb), -1))
+
+
+def _heads_with_code_noise(
+    t: TrainedAgileNN, features: tf.Tensor, noise_steps: float
+) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """t.heads(features) plus the combined logits of the same local logits and the Remote NN on the codes of
+    remote features + N(0, (noise_steps * 6/255)^2). One Remote NN pass over both views, so batch normalization
+    sees them together."""
+    k, b = t.k, tf.shape(features)[0]
+    local = t.local(features[..., :k], training=True)
+    remote_in = features[..., k:]
+    noisy = remote_in + tf.random.normal(tf.shape(remote_in), stddev=noise_steps * FEATURE_MAX / 255.0)
+    both = t.remote(t.quantizer(tf.concat([remote_in, noisy], 0), training=True), training=True)
+    out = {"local": local, "remote": both[:b], "combined": t.alpha([local, both[:b]])}
+    return out, t.alpha([local, both[b:]])
 
 
 def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -192,8 +219,15 @@ class _Runner(EpochRunner):
                     mask = _correct(y, t.reference(features, training=False))
                 l_skew = skewness_loss(importance, k, cfg.rho, mask)
                 l_dis = disorder_loss(importance, k, mask)
-                out = t.heads(features, training=True)
-                ce = smoothed_ce(y, out["combined"], cfg.label_smoothing)
+                if cfg.code_noise > 0:
+                    out, noisy_combined = _heads_with_code_noise(t, features, cfg.code_noise)
+                    ce_clean = smoothed_ce(y, out["combined"], cfg.label_smoothing)
+                    ce = 0.5 * (ce_clean + smoothed_ce(y, noisy_combined, cfg.label_smoothing))
+                    noise_kl = symmetric_kl(out["combined"], noisy_combined)
+                else:
+                    out = t.heads(features, training=True)
+                    ce = smoothed_ce(y, out["combined"], cfg.label_smoothing)
+                    noise_kl = tf.constant(0.0)
                 loss = lam * ce + (1.0 - lam) * (l_skew + l_dis)
                 if cfg.aux_weight > 0:
                     aux = smoothed_ce(y, out["local"], cfg.label_smoothing)
@@ -203,10 +237,12 @@ class _Runner(EpochRunner):
                 if cfg.margin_weight > 0:
                     margin = t.quantizer.margin_loss(features[..., k:], cfg.margin_delta)
                     loss += cfg.margin_weight * margin
+                loss += cfg.code_noise_consistency * noise_kl
             opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
             return {
                 "loss": loss,
                 "ce": ce,
+                "code_noise_kl": noise_kl,
                 "skew_loss": l_skew,
                 "disorder_loss": l_dis,
                 "margin_loss": margin,
