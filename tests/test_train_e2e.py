@@ -338,28 +338,23 @@ def test_device_footprint_of_the_default_extractor_by_hand(tiny_trained):
     assert footprint["arena_bytes"] == 16 * 16 * 24 + 16 * 16 * 48  # the first pointwise conv's in + out
 
 
-def test_joint_training_with_the_boundary_margin_logs_it(tmp_path):
+@pytest.mark.parametrize(
+    ("overrides", "term", "weight"),
+    [({"margin_weight": 2.0, "margin_delta": 0.5}, "margin_loss", 2.0),
+     ({"code_noise": 3.0, "code_noise_consistency": 5.0}, "code_noise_kl", 5.0)],
+)
+def test_joint_training_with_an_optional_loss_term_logs_it(tmp_path, overrides, term, weight):
     pytest.importorskip("tensorflow")
     from hil.train.trainer import train
 
-    cfg = tiny_config(write_npz(tmp_path), margin_weight=2.0, margin_delta=0.5)
+    cfg = tiny_config(write_npz(tmp_path), **overrides)
     assert train(cfg, tmp_path / "run", progress=False).complete
     joint = [r for r in _records(tmp_path / "run") if r["stage"] == "joint"]
-    assert joint and all(r["train_margin_loss"] > 0.0 for r in joint)
-
-
-def test_joint_training_with_code_noise_adds_its_consistency_term(tmp_path):
-    pytest.importorskip("tensorflow")
-    from hil.train.trainer import train
-
-    cfg = tiny_config(write_npz(tmp_path), code_noise=3.0, code_noise_consistency=5.0)
-    assert train(cfg, tmp_path / "run", progress=False).complete
-    joint = [r for r in _records(tmp_path / "run") if r["stage"] == "joint"]
-    assert joint and all(r["train_code_noise_kl"] > 0.0 for r in joint)
-    for r in joint:  # the logged loss is the one trained on: the KL enters with its weight
+    assert joint and all(r[f"train_{term}"] > 0.0 for r in joint)
+    for r in joint:  # the logged loss is the one trained on: the term enters with its weight
         lam = r["lam"]
         expected = lam * r["train_ce"] + (1 - lam) * (r["train_skew_loss"] + r["train_disorder_loss"])
-        assert r["train_loss"] == pytest.approx(expected + 5.0 * r["train_code_noise_kl"], rel=1e-4)
+        assert r["train_loss"] == pytest.approx(expected + weight * r[f"train_{term}"], rel=1e-4)
 
 
 def test_symmetric_kl_of_hand_made_logits():
