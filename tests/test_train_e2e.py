@@ -48,6 +48,7 @@ def test_presets_share_the_architecture_and_differ_in_schedule():
     cpu, gpu = TrainConfig.cpu(), TrainConfig.gpu()
     assert (cpu.extractor, cpu.remote_blocks, cpu.remote_width) == (gpu.extractor, gpu.remote_blocks, gpu.remote_width)
     assert gpu.joint_epochs > cpu.joint_epochs and gpu.ig_train_steps > cpu.ig_train_steps
+    assert (cpu.code_noise, gpu.code_noise) == (0.0, 1.0)  # the extra Remote NN view only where time allows
 
 
 def test_default_recipe_payload_is_far_below_the_raw_image():
