@@ -380,6 +380,18 @@ class TrainedAgileNN:
         remote = self.remote(self.quantizer(features[..., k:], training=training), training=training)
         return {"local": local, "remote": remote, "combined": self.alpha([local, remote])}
 
+    def heads_with_code_noise(self, features: tf.Tensor, noise_steps: float) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        """heads(features, training=True) plus the combined logits of the same local logits and the Remote NN on
+        the codes of remote features + N(0, (noise_steps * 6/255)^2), i.e. noise in int8 steps of the features
+        (TrainConfig.code_noise). One Remote NN pass over both views, so batch normalization sees them together."""
+        k, b = self.k, tf.shape(features)[0]
+        local = self.local(features[..., :k], training=True)
+        clean = features[..., k:]
+        noisy = clean + tf.random.normal(tf.shape(clean), stddev=noise_steps * FEATURE_MAX / 255.0)
+        both = self.remote(self.quantizer(tf.concat([clean, noisy], 0), training=True), training=True)
+        out = {"local": local, "remote": both[:b], "combined": self.alpha([local, both[:b]])}
+        return out, self.alpha([local, both[b:]])
+
     def alpha_value(self) -> float:
         return float(self.alpha.alpha().numpy())
 

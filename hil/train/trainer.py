@@ -40,13 +40,7 @@ from hil.train.importance import (
     skewness_loss,
     topk_frequency,
 )
-from hil.train.layers import (
-    FEATURE_MAX,
-    TrainedAgileNN,
-    load_trained,
-    permute_extractor_outputs,
-    permute_reference_inputs,
-)
+from hil.train.layers import TrainedAgileNN, load_trained, permute_extractor_outputs, permute_reference_inputs
 from hil.train.loop import EpochRunner, RunDirError, Sessions, finished_fields, now, prepare_run
 
 STAGES = ("reference", "preprocess", "joint", "final", "done")
@@ -110,21 +104,6 @@ def symmetric_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
     """Mean over the batch of (KL(p_a || p_b) + KL(p_b || p_a)) / 2 of the softmax distributions."""
     la, lb = tf.nn.log_softmax(logits_a), tf.nn.log_softmax(logits_b)
     return 0.5 * tf.reduce_mean(tf.reduce_sum((tf.exp(la) - tf.exp(lb)) * (la - lb), -1))
-
-
-def _heads_with_code_noise(
-    t: TrainedAgileNN, features: tf.Tensor, noise_steps: float
-) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    """t.heads(features) plus the combined logits of the same local logits and the Remote NN on the codes of
-    remote features + N(0, (noise_steps * 6/255)^2). One Remote NN pass over both views, so batch normalization
-    sees them together."""
-    k, b = t.k, tf.shape(features)[0]
-    local = t.local(features[..., :k], training=True)
-    remote_in = features[..., k:]
-    noisy = remote_in + tf.random.normal(tf.shape(remote_in), stddev=noise_steps * FEATURE_MAX / 255.0)
-    both = t.remote(t.quantizer(tf.concat([remote_in, noisy], 0), training=True), training=True)
-    out = {"local": local, "remote": both[:b], "combined": t.alpha([local, both[:b]])}
-    return out, t.alpha([local, both[b:]])
 
 
 def _correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -220,7 +199,7 @@ class _Runner(EpochRunner):
                 l_skew = skewness_loss(importance, k, cfg.rho, mask)
                 l_dis = disorder_loss(importance, k, mask)
                 if cfg.code_noise > 0:
-                    out, noisy_combined = _heads_with_code_noise(t, features, cfg.code_noise)
+                    out, noisy_combined = t.heads_with_code_noise(features, cfg.code_noise)
                     ce_clean = smoothed_ce(y, out["combined"], cfg.label_smoothing)
                     ce = 0.5 * (ce_clean + smoothed_ce(y, noisy_combined, cfg.label_smoothing))
                     noise_kl = symmetric_kl(out["combined"], noisy_combined)
