@@ -15,7 +15,8 @@ import numpy as np
 
 from hil.model.compiler import ConstArray, KernelCall, LoweredModel, TensorSummary
 
-_VALUES_PER_LINE = {"int8_t": 20, "int32_t": 8}
+_VALUES_PER_LINE = {"int8_t": 20, "int16_t": 12, "int32_t": 8, "int64_t": 6}
+_DTYPE_C = {"int8": ("int8_t", "HIL_DTYPE_INT8"), "int16": ("int16_t", "HIL_DTYPE_INT16")}
 
 
 def _comment(text: str) -> str:
@@ -63,7 +64,7 @@ def _tensor_info(t: TensorSummary) -> str:
     dims = list(t.shape) + [0] * (4 - len(t.shape))
     return (
         f"    {{ /* {_comment(t.name)} */\n"
-        f"        .dtype = HIL_DTYPE_INT8,\n"
+        f"        .dtype = {_DTYPE_C[t.dtype][1]},\n"
         f"        .rank = {len(t.shape)},\n"
         f"        .dims = {{{', '.join(str(d) for d in dims)}}},\n"
         f"        .zero_point = {t.zero_point},\n"
@@ -162,7 +163,10 @@ def generate_c(lowered: LoweredModel, name: str, sha256: str) -> str:
         args = [f"&op{call.op_index}_params"]
         for a in list(call.args) + list(call.outputs):
             if isinstance(a, int):
-                args.append(f"hil_arena + {plan.offsets[a]}")
+                ctype = _DTYPE_C[graph.tensors[a].dtype][0]
+                where = f"hil_arena + {plan.offsets[a]}"
+                # int16 tensors sit at 16-byte aligned offsets (planner.py), so the cast is aligned.
+                args.append(where if ctype == "int8_t" else f"({ctype} *)(void *)({where})")
             else:
                 args.append(a)
         calls.append(

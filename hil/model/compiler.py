@@ -1,4 +1,4 @@
-"""Compiles a full-integer int8 .tflite into C for the portable kernel core (device_fw/core).
+"""Compiles a full-integer int8 (or 16x8: int16 activations, int8 weights) .tflite into C for the portable kernel core (device_fw/core).
 
 Public API: `compile_tflite(tflite, out_dir, name=None) -> CompiledModel`, which writes `hil_model.c`
 (see codegen.py) and `model.json` into out_dir. `lower_graph()` is the same translation without
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.model.lowering import LOWERINGS, SUPPORTED_OPS
-from hil.model.lowering.common import ConstArray, KernelCall
+from hil.model.lowering.common import ACTIVATION_DTYPES, ConstArray, KernelCall
 from hil.model.planner import ArenaPlan, plan_arena
 from hil.model.tflite_reader import Graph, UnsupportedModelError, read_tflite
 
@@ -108,10 +108,10 @@ class CompiledModel:
 
 def _io_summary(graph: Graph, index: int, plan: ArenaPlan, role: str) -> TensorSummary:
     t = graph.tensors[index]
-    if t.dtype != "int8" or t.quant is None:
+    if t.dtype not in ACTIVATION_DTYPES or t.quant is None:
         raise UnsupportedModelError(
-            f"graph {role} {t.describe()} is {t.dtype}; the device takes int8 tensors only. Convert with "
-            "inference_input_type=tf.int8 and inference_output_type=tf.int8"
+            f"graph {role} {t.describe()} is {t.dtype}; the device takes int8 (or, for 16x8 models, int16) tensors "
+            "only. Convert with inference_input_type/inference_output_type=tf.int8 (tf.int16 for 16x8)"
         )
     if t.is_const:
         raise UnsupportedModelError(f"graph {role} {t.describe()} is a constant")
@@ -123,7 +123,7 @@ def _io_summary(graph: Graph, index: int, plan: ArenaPlan, role: str) -> TensorS
         name=graph.io_name(t.index),
         index=t.index,
         shape=[int(d) for d in t.shape],
-        dtype="int8",
+        dtype=t.dtype,
         zero_point=int(t.quant.zero_point),
         scale=float(t.quant.scale),
         bytes=t.nbytes,
@@ -136,10 +136,11 @@ def lower_graph(graph: Graph) -> LoweredModel:
     for role, indices in (("input", graph.inputs), ("output", graph.outputs)):
         for i in indices:
             t = graph.tensors[i]
-            if t.dtype != "int8":
+            if t.dtype not in ACTIVATION_DTYPES:
                 raise UnsupportedModelError(
-                    f"graph {role} {t.describe()} is {t.dtype}; the device takes int8 tensors only. "
-                    "Convert with inference_input_type=tf.int8 and inference_output_type=tf.int8"
+                    f"graph {role} {t.describe()} is {t.dtype}; the device takes int8 (or, for 16x8 models, int16) "
+                    "tensors only. Convert with inference_input_type/inference_output_type=tf.int8 (tf.int16 for "
+                    "16x8)"
                 )
     calls: list[KernelCall] = []
     for op in graph.operators:

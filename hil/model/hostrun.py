@@ -2,7 +2,7 @@
 
 `build_host_runner()` links device_fw/tests/run_model_main.c, the kernels in device_fw/core/kernels and one
 generated hil_model.c with the host's gcc, using the strict flags the firmware uses. Binaries are cached by
-the hash of every source and flag. `run_host()` pipes raw int8 input bytes through the binary and returns
+the hash of every source and flag. `run_host()` pipes raw input bytes (int8, or little-endian int16 for 16x8 models) through the binary and returns
 the outputs shaped as model.json says; `run_host_many()` does many inferences in one process.
 """
 
@@ -119,17 +119,23 @@ def _io(binary: Path) -> tuple[list[dict], list[dict]]:
     return info["inputs"], info["outputs"]
 
 
+def _np_dtype(spec: dict) -> np.dtype:
+    """A tensor's numpy type from model.json (int8, or int16 for 16x8 models; little-endian on the device)."""
+    return np.dtype({"int8": "i1", "int16": "<i2"}[spec.get("dtype", "int8")])
+
+
 def _input_bytes(inputs_spec: list[dict], inputs: Sequence[np.ndarray]) -> bytes:
     if len(inputs) != len(inputs_spec):
         raise ValueError(f"the model takes {len(inputs_spec)} inputs, got {len(inputs)}")
     chunks = []
     for spec, arr in zip(inputs_spec, inputs, strict=True):
         a = np.asarray(arr)
-        if a.dtype != np.int8:
-            raise ValueError(f"input '{spec['name']}' must be int8, got {a.dtype}")
-        if a.size * 1 != spec["bytes"]:
-            raise ValueError(f"input '{spec['name']}' needs {spec['bytes']} values, got {a.size}")
-        chunks.append(np.ascontiguousarray(a).tobytes())
+        want = _np_dtype(spec)
+        if a.dtype != want:
+            raise ValueError(f"input '{spec['name']}' must be {want.name}, got {a.dtype}")
+        if a.size * want.itemsize != spec["bytes"]:
+            raise ValueError(f"input '{spec['name']}' needs {spec['bytes'] // want.itemsize} values, got {a.size}")
+        chunks.append(np.ascontiguousarray(a, dtype=want.newbyteorder("<")).tobytes())
     return b"".join(chunks)
 
 
@@ -150,7 +156,9 @@ def run_host_many(
     for _ in input_sets:
         outs = []
         for o in outputs_spec:
-            outs.append(np.frombuffer(proc.stdout, dtype=np.int8, count=o["bytes"], offset=pos).reshape(o["shape"]))
+            dt = _np_dtype(o)
+            values = np.frombuffer(proc.stdout, dtype=dt, count=o["bytes"] // dt.itemsize, offset=pos)
+            outs.append(values.astype(dt.newbyteorder("=")).reshape(o["shape"]))
             pos += o["bytes"]
         results.append(outs)
     return results

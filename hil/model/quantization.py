@@ -18,6 +18,7 @@ import numpy as np
 
 INT8_MIN = -128
 INT8_MAX = 127
+INT_RANGES = {"int8": (INT8_MIN, INT8_MAX), "int16": (-32768, 32767)}
 INT32_MAX = 2**31 - 1
 
 
@@ -92,9 +93,10 @@ def quantize_float32(value: float, scale: float, zero_point: int) -> int:
     return int(zero_point) + round_half_away_from_zero(float(quotient))
 
 
-def activation_range(activation: str, scale: float, zero_point: int) -> tuple[int, int]:
-    """TFLM CalculateActivationRangeQuantized for an int8 output: the fused activation as a clamp range."""
-    qmin, qmax = INT8_MIN, INT8_MAX
+def activation_range(activation: str, scale: float, zero_point: int, dtype: str = "int8") -> tuple[int, int]:
+    """TFLM CalculateActivationRangeQuantized for an int8 or int16 output: the fused activation as a clamp
+    range within the output type's range."""
+    qmin, qmax = INT_RANGES[dtype]
     if activation == "NONE":
         return qmin, qmax
     if activation == "RELU":

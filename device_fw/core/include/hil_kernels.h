@@ -1,5 +1,6 @@
 /* Portable int8 kernels: one params struct and one function per TFLite op, bit-exact with the
- * TensorFlow Lite Micro reference kernels.
+ * TensorFlow Lite Micro reference kernels. The *_16x8 / *_i16 variants at the end run TFLite's 16x8
+ * quantization (int16 activations with zero point 0, int8 weights, int64 bias).
  *
  * Tensors are NHWC int8 in row-major order. The model compiler (hil/model/codegen.py) fills every
  * params struct at compile time: shapes, padding, zero points, the fused activation as a clamp
@@ -131,5 +132,65 @@ typedef struct {
 } hil_pad_params_t;
 
 void hil_pad(const hil_pad_params_t *p, const int8_t *input, int8_t *output);
+
+/* ---- 16x8: int16 activations (symmetric, zero point 0), int8 weights, int64 bias ------------------- */
+
+/* CONV_2D 16x8 (TFLM reference_integer_ops::ConvPerChannel, int16 input). Same geometry as the int8
+ * struct; no offsets, since TFLM requires zero points of 0 for int16. */
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, input_c;
+    int32_t filter_h, filter_w;
+    int32_t output_h, output_w, output_c;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_h, pad_w;
+    int32_t act_min, act_max;         /* fused activation, as an int16 clamp range */
+    const int8_t *filter;             /* [output_c][filter_h][filter_w][input_c] */
+    const int64_t *bias;              /* [output_c] or NULL */
+    const int32_t *output_multiplier; /* [output_c], Q0.31 */
+    const int32_t *output_shift;      /* [output_c] */
+} hil_conv_2d_16x8_params_t;
+
+void hil_conv_2d_16x8(const hil_conv_2d_16x8_params_t *p, const int16_t *input, int16_t *output);
+
+/* DEPTHWISE_CONV_2D 16x8. */
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, input_c;
+    int32_t depth_multiplier;
+    int32_t filter_h, filter_w;
+    int32_t output_h, output_w, output_c;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_h, pad_w;
+    int32_t act_min, act_max;
+    const int8_t *filter;             /* [1][filter_h][filter_w][output_c] */
+    const int64_t *bias;              /* [output_c] or NULL */
+    const int32_t *output_multiplier; /* [output_c] */
+    const int32_t *output_shift;      /* [output_c] */
+} hil_depthwise_conv_2d_16x8_params_t;
+
+void hil_depthwise_conv_2d_16x8(const hil_depthwise_conv_2d_16x8_params_t *p, const int16_t *input,
+                                int16_t *output);
+
+/* FULLY_CONNECTED 16x8 (per-channel or per-tensor weights, like the int8 kernel). */
+typedef struct {
+    int32_t batches;
+    int32_t accum_depth;
+    int32_t output_depth;
+    int32_t act_min, act_max;
+    const int8_t *filter;             /* [output_depth][accum_depth] */
+    const int64_t *bias;              /* [output_depth] or NULL */
+    const int32_t *output_multiplier; /* [output_depth] */
+    const int32_t *output_shift;      /* [output_depth] */
+} hil_fully_connected_16x8_params_t;
+
+void hil_fully_connected_16x8(const hil_fully_connected_16x8_params_t *p, const int16_t *input,
+                              int16_t *output);
+
+/* MEAN and STRIDED_SLICE on int16 tensors take the int8 kernels' params. */
+void hil_mean_i16(const hil_mean_params_t *p, const int16_t *input, int16_t *output);
+void hil_strided_slice_i16(const hil_strided_slice_params_t *p, const int16_t *input, int16_t *output);
 
 #endif

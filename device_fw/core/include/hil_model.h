@@ -9,9 +9,10 @@
 #include <stdint.h>
 
 #define HIL_DTYPE_INT8 1
+#define HIL_DTYPE_INT16 2 /* 16x8 models: int16 activations, little-endian on the wire */
 
 typedef struct {
-    uint8_t dtype;        /* HIL_DTYPE_INT8 */
+    uint8_t dtype;        /* HIL_DTYPE_INT8 or HIL_DTYPE_INT16 */
     uint8_t rank;         /* 1..4 */
     uint32_t dims[4];     /* unused dims are 0 */
     int32_t zero_point;

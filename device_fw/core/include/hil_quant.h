@@ -1,4 +1,4 @@
-/* Fixed-point helpers shared by every int8 kernel, bit-exact with TensorFlow Lite Micro.
+/* Fixed-point helpers shared by every kernel (int8 and 16x8), bit-exact with TensorFlow Lite Micro.
  *
  * TFLM requantizes an int32 accumulator with MultiplyByQuantizedMultiplier(). It has two builds of
  * that function; the one here is the default (TFLITE_SINGLE_ROUNDING undefined), which is what the
@@ -19,6 +19,8 @@
 
 #define HIL_INT8_MIN (-128)
 #define HIL_INT8_MAX 127
+#define HIL_INT16_MIN (-32768)
+#define HIL_INT16_MAX 32767
 
 static inline int32_t hil_min_i32(int32_t a, int32_t b) { return a < b ? a : b; }
 static inline int32_t hil_max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
@@ -59,6 +61,16 @@ static inline int32_t hil_multiply_by_quantized_multiplier(int32_t x, int32_t mu
     const int right_shift = shift > 0 ? 0 : -shift;
     return hil_rounding_divide_by_pot(
         hil_saturating_rounding_doubling_high_mul(x * (1 << left_shift), multiplier), right_shift);
+}
+
+/* TFLM MultiplyByQuantizedMultiplier for a 64-bit accumulator (the 16x8 kernels: int16 activations, int8
+ * weights, int64 bias), default build: the Q0.31 multiplier is first reduced to Q0.15 with rounding, then
+ * one rounding shift. |x| < 2^47 and shift in [-31, 7] as TFLM asserts; the result fits in int32. */
+static inline int32_t hil_multiply_by_quantized_multiplier_i64(int64_t x, int32_t multiplier, int shift) {
+    const int32_t reduced = multiplier < 0x7FFF0000 ? ((multiplier + (1 << 15)) >> 16) : 0x7FFF;
+    const int total_shift = 15 - shift;
+    const int64_t round = (int64_t)1 << (total_shift - 1);
+    return (int32_t)((x * (int64_t)reduced + round) >> total_shift);
 }
 
 /* TFLM MultiplyByQuantizedMultiplierSmallerThanOneExp, used by ADD: the shift is never positive. */

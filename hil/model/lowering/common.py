@@ -28,13 +28,19 @@ class ConstArray:
     """A constant array emitted into flash (weights, biases, multipliers, shifts)."""
 
     symbol: str
-    ctype: str  # "int8_t" or "int32_t"
+    ctype: str  # "int8_t", "int32_t" or "int64_t" (the 16x8 kernels' biases)
     values: np.ndarray  # 1-D
     comment: str = ""
 
     @property
     def nbytes(self) -> int:
-        return int(self.values.size) * (1 if self.ctype == "int8_t" else 4)
+        return int(self.values.size) * CTYPE_BYTES[self.ctype]
+
+
+CTYPE_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
+# Activation types the kernel core runs: int8, and int16 for TFLite's 16x8 quantization (int16 activations
+# with zero point 0, int8 weights, int64 biases), which keeps about 128 times finer activation steps.
+ACTIVATION_DTYPES = ("int8", "int16")
 
 
 @dataclass
@@ -78,11 +84,20 @@ def output(graph: Graph, op: Operator) -> Tensor:
 
 
 def require_int8_activation(op: Operator, t: Tensor, role: str, allow_const: bool = False) -> None:
-    if t.dtype != "int8":
+    require_activation(op, t, role, ("int8",), allow_const)
+
+
+def require_activation(
+    op: Operator, t: Tensor, role: str, dtypes: tuple[str, ...] = ACTIVATION_DTYPES, allow_const: bool = False
+) -> None:
+    """t is a per-tensor quantized activation of one of `dtypes`; int16 ones must have zero point 0 (TFLM)."""
+    if t.dtype not in dtypes:
+        kinds = " or ".join(dtypes)
         raise UnsupportedModelError(
-            f"{op.describe()}: {role} {t.describe()} is {t.dtype}, but only int8 activations are supported; "
+            f"{op.describe()}: {role} {t.describe()} is {t.dtype}, but this op runs {kinds} activations only; "
             "convert with full-integer quantization (representative dataset, "
-            "supported_ops=[TFLITE_BUILTINS_INT8], inference_input_type/inference_output_type=int8)"
+            "supported_ops=[TFLITE_BUILTINS_INT8], inference_input_type/inference_output_type=int8; or the 16x8 "
+            "scheme EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 with int16 input/output)"
         )
     if t.quant is None:
         raise UnsupportedModelError(f"{op.describe()}: {role} {t.describe()} has no quantization parameters")
@@ -92,6 +107,26 @@ def require_int8_activation(op: Operator, t: Tensor, role: str, allow_const: boo
         )
     if t.is_const and not allow_const:
         raise UnsupportedModelError(f"{op.describe()}: {role} {t.describe()} is a constant")
+    if t.dtype == "int16" and t.quant.zero_point != 0:
+        raise UnsupportedModelError(
+            f"{op.describe()}: {role} {t.describe()} is int16 with zero point {t.quant.zero_point}; "
+            "TFLM's 16x8 kernels need symmetric int16 activations (zero point 0)"
+        )
+
+
+def same_activation_dtype(op: Operator, inp: Tensor, out: Tensor) -> str:
+    """The activation type an op runs in: its input's, which the output must share (no mixed int8/int16)."""
+    if out.dtype != inp.dtype:
+        raise UnsupportedModelError(
+            f"{op.describe()}: input {inp.describe()} is {inp.dtype} but output {out.describe()} is {out.dtype}; "
+            "mixed int8/int16 operators are not supported"
+        )
+    return inp.dtype
+
+
+def kernel_name(base: str, dtype: str, suffix16: str = "_16x8") -> str:
+    """The C kernel for an activation type: hil_conv_2d (int8) or hil_conv_2d_16x8 (int16)."""
+    return base if dtype == "int8" else base + suffix16
 
 
 def require_weights(op: Operator, t: Tensor, axis: int, channels: int) -> None:
@@ -113,12 +148,14 @@ def require_weights(op: Operator, t: Tensor, axis: int, channels: int) -> None:
         )
 
 
-def bias(op: Operator, t: Tensor | None, channels: int) -> np.ndarray | None:
+def bias(op: Operator, t: Tensor | None, channels: int, activations: str = "int8") -> np.ndarray | None:
+    """The bias values; int32 for int8 activations, int64 for 16x8."""
     if t is None:
         return None
-    if t.dtype != "int32" or not t.is_const:
+    want = "int32" if activations == "int8" else "int64"
+    if t.dtype != want or not t.is_const:
         raise UnsupportedModelError(
-            f"{op.describe()}: bias {t.describe()} must be a constant int32 (int64 bias is for 16x8 models)"
+            f"{op.describe()}: bias {t.describe()} must be a constant {want} for {activations} activations"
         )
     if t.size != channels:
         raise UnsupportedModelError(f"{op.describe()}: bias {t.describe()} does not have {channels} values")
@@ -131,7 +168,7 @@ def activation(op: Operator, out: Tensor) -> tuple[str, int, int]:
         raise UnsupportedModelError(
             f"{op.describe()}: fused activation {name} is not supported (only NONE, RELU, RELU6, RELU_N1_TO_1)"
         )
-    lo, hi = qz.activation_range(name, out.quant.scale, out.quant.zero_point)
+    lo, hi = qz.activation_range(name, out.quant.scale, out.quant.zero_point, out.dtype)
     return name, lo, hi
 
 
@@ -218,10 +255,12 @@ def requant_arrays(prefix: str, multipliers: list[int], shifts: list[int]) -> li
 
 
 def weighted_tensors(graph: Graph, op: Operator, weights: str) -> tuple[Tensor, Tensor, Tensor]:
-    """(input, weights, output) of a weighted operator; input and output must be per-tensor int8 activations."""
+    """(input, weights, output) of a weighted operator; input and output must be per-tensor activations of
+    one type, int8 or int16 (16x8)."""
     inp, filt, out = tensor(graph, op, 0, "input"), tensor(graph, op, 1, weights), output(graph, op)
-    require_int8_activation(op, inp, "input")
-    require_int8_activation(op, out, "output")
+    require_activation(op, inp, "input")
+    require_activation(op, out, "output")
+    same_activation_dtype(op, inp, out)
     return inp, filt, out
 
 
@@ -298,12 +337,20 @@ def requantization(
     act, lo, hi = activation(op, out)
     mult, shift = qz.per_channel_multipliers(inp.quant.scale, filt.quant.scales, out.quant.scale, channels)
     consts = [ConstArray(f"{prefix}_filter", "int8_t", filt.data.reshape(-1).astype(np.int64), layout)]
+    bias_ctype = "int32_t" if inp.dtype == "int8" else "int64_t"
     if bias_values is not None:
-        consts.append(ConstArray(f"{prefix}_bias", "int32_t", bias_values, f"[{channels}]"))
+        consts.append(ConstArray(f"{prefix}_bias", bias_ctype, bias_values, f"[{channels}]"))
+    if inp.dtype == "int16" and not all(-31 <= s_ <= 7 for s_ in shift):
+        # TFLM's 64-bit requantization asserts this range (its rounding shift is 15 - shift).
+        raise UnsupportedModelError(f"{op.describe()}: a 16x8 requantization shift is outside [-31, 7]: {shift}")
     consts += requant_arrays(prefix, mult, shift)
-    params = {
+    # The 16x8 kernels' structs have no offsets: int16 zero points are 0 (require_activation).
+    offsets = {} if inp.dtype == "int16" else {
         "input_offset": -inp.quant.zero_point,
         "output_offset": out.quant.zero_point,
+    }
+    params = {
+        **offsets,
         "act_min": lo,
         "act_max": hi,
         "filter": f"{prefix}_filter",

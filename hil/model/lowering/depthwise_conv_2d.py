@@ -1,4 +1,5 @@
-"""DEPTHWISE_CONV_2D -> hil_depthwise_conv_2d (device_fw/core/kernels/depthwise_conv_2d.c)."""
+"""DEPTHWISE_CONV_2D -> hil_depthwise_conv_2d (device_fw/core/kernels/depthwise_conv_2d.c);
+hil_depthwise_conv_2d_16x8 for int16 activations."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def lower_depthwise_conv_2d(graph: Graph, op: Operator, prefix: str) -> KernelCa
     if opt_dm not in (0, dm):
         raise UnsupportedModelError(f"{op.describe()}: depth_multiplier option {opt_dm} != output/input channels {dm}")
     common.require_weights(op, filt, 3, oc)
-    bias = common.bias(op, common.optional(graph, op, 2), oc)
+    bias = common.bias(op, common.optional(graph, op, 2), oc, inp.dtype)
     geo = ConvGeometry.of(op, (n, ih, iw, ic), (fh, fw), (on, oh, ow, oc))
     act, consts, requant = common.requantization(op, prefix, inp, filt, out, bias, oc, f"[1][{fh}][{fw}][{oc}]")
     params = {**geo.params(depth_multiplier=dm), **requant}
@@ -29,5 +30,5 @@ def lower_depthwise_conv_2d(graph: Graph, op: Operator, prefix: str) -> KernelCa
         f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, {fh}x{fw} filter, depth multiplier {dm}, "
         f"{geo.summary()}, {act}"
     )
-    kernel, macs = "hil_depthwise_conv_2d", n * oh * ow * oc * fh * fw
+    kernel, macs = common.kernel_name("hil_depthwise_conv_2d", inp.dtype), n * oh * ow * oc * fh * fw
     return common.call(op, kernel, f"{kernel}_params_t", params, [inp.index], out, graph, summary, consts, macs)

@@ -1,4 +1,5 @@
-"""FULLY_CONNECTED -> hil_fully_connected (device_fw/core/kernels/fully_connected.c)."""
+"""FULLY_CONNECTED -> hil_fully_connected (device_fw/core/kernels/fully_connected.c);
+hil_fully_connected_16x8 for int16 activations."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ def lower_fully_connected(graph: Graph, op: Operator, prefix: str) -> KernelCall
     batches = inp.size // depth
     if out.size != batches * units:
         raise UnsupportedModelError(f"{op.describe()}: output {out.describe()} is not {batches}x{units}")
-    bias = common.bias(op, common.optional(graph, op, 2), units)
+    bias = common.bias(op, common.optional(graph, op, 2), units, inp.dtype)
     act, consts, requant = common.requantization(op, prefix, inp, filt, out, bias, units, f"[{units}][{depth}]")
     params = {"batches": batches, "accum_depth": depth, "output_depth": units, **requant}
     per = "per-channel" if filt.quant.per_channel else "per-tensor"
     summary = (
         f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, {depth} -> {units}, {per} weights, {act}"
     )
-    kernel, macs = "hil_fully_connected", batches * units * depth
+    kernel, macs = common.kernel_name("hil_fully_connected", inp.dtype), batches * units * depth
     return common.call(op, kernel, f"{kernel}_params_t", params, [inp.index], out, graph, summary, consts, macs)

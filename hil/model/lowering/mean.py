@@ -1,4 +1,5 @@
-"""MEAN -> hil_mean (device_fw/core/kernels/mean.c): the mean over a contiguous run of axes."""
+"""MEAN -> hil_mean (device_fw/core/kernels/mean.c): the mean over a contiguous run of axes
+(hil_mean_i16 for int16 tensors)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from hil.model.tflite_reader import Graph, Operator, UnsupportedModelError
 
 def lower_mean(graph: Graph, op: Operator, prefix: str) -> KernelCall:
     inp, out = common.tensor(graph, op, 0, "input"), common.output(graph, op)
-    common.require_int8_activation(op, inp, "input")
-    common.require_int8_activation(op, out, "output")
+    common.require_activation(op, inp, "input")
+    common.require_activation(op, out, "output")
+    dtype = common.same_activation_dtype(op, inp, out)
     rank = len(inp.shape)
     axes_raw = common.const_int_list(op, common.tensor(graph, op, 1, "axis"), "the axis input")
     axes = sorted({a + rank if a < 0 else a for a in axes_raw})
@@ -41,4 +43,5 @@ def lower_mean(graph: Graph, op: Operator, prefix: str) -> KernelCall:
         "shift": shift,
     }
     summary = f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, axes {axes}"
-    return common.call(op, "hil_mean", "hil_mean_params_t", params, [inp.index], out, graph, summary)
+    kernel = common.kernel_name("hil_mean", dtype, "_i16")
+    return common.call(op, kernel, "hil_mean_params_t", params, [inp.index], out, graph, summary)

@@ -1,4 +1,5 @@
-"""STRIDED_SLICE -> hil_strided_slice (device_fw/core/kernels/strided_slice.c): stride-1 slices."""
+"""STRIDED_SLICE -> hil_strided_slice (device_fw/core/kernels/strided_slice.c): stride-1 slices
+(hil_strided_slice_i16 for int16 tensors)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from hil.model.tflite_reader import Graph, Operator, UnsupportedModelError
 
 def lower_strided_slice(graph: Graph, op: Operator, prefix: str) -> KernelCall:
     inp, out = common.tensor(graph, op, 0, "input"), common.output(graph, op)
-    common.require_int8_activation(op, inp, "input")
-    common.require_int8_activation(op, out, "output")
+    common.require_activation(op, inp, "input")
+    common.require_activation(op, out, "output")
+    dtype = common.same_activation_dtype(op, inp, out)
     begin = common.const_int_list(op, common.tensor(graph, op, 1, "begin"), "begin")
     end = common.const_int_list(op, common.tensor(graph, op, 2, "end"), "end")
     strides = common.const_int_list(op, common.tensor(graph, op, 3, "strides"), "strides")
@@ -59,4 +61,5 @@ def lower_strided_slice(graph: Graph, op: Operator, prefix: str) -> KernelCall:
     }
     box = ", ".join(f"{s}:{s + n}" for s, n in zip(starts, sizes, strict=True))
     summary = f"{common.shape_str(inp.shape)} -> {common.shape_str(out.shape)}, [{box}]"
-    return common.call(op, "hil_strided_slice", "hil_strided_slice_params_t", params, [inp.index], out, graph, summary)
+    kernel = common.kernel_name("hil_strided_slice", dtype, "_i16")
+    return common.call(op, kernel, "hil_strided_slice_params_t", params, [inp.index], out, graph, summary)
