@@ -24,6 +24,7 @@ class InputSpec:
     shape: tuple[int, ...]
     scale: float
     zero_point: int
+    dtype: np.dtype = np.dtype(np.int8)  # int16 for 16x8 models
 
 
 @dataclass
@@ -62,23 +63,28 @@ class CheckResult:
 
 
 def random_inputs(specs: list[InputSpec], count: int, seed: int = 0) -> Iterator[list[np.ndarray]]:
-    """Uniform random int8 tensors: every code in [-128, 127] exercises the kernels' full input range."""
+    """Uniform random int8 (int16) tensors: every code of the type exercises the kernels' full input range."""
     rng = np.random.default_rng(seed)
     for _ in range(count):
-        yield [rng.integers(-128, 128, size=s.shape, dtype=np.int8) for s in specs]
+        yield [rng.integers(*_limits(s), size=s.shape, endpoint=True).astype(s.dtype) for s in specs]
+
+
+def _limits(spec: InputSpec) -> tuple[int, int]:
+    info = np.iinfo(spec.dtype)
+    return int(info.min), int(info.max)
 
 
 def quantize_images(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     """uint8 images (0..255, read as x/255) quantized with the input tensor's scale and zero point."""
     real = images.astype(np.float64) / 255.0
     q = np.floor(real / spec.scale + 0.5) + spec.zero_point
-    return np.clip(q, -128, 127).astype(np.int8)
+    return np.clip(q, *_limits(spec)).astype(spec.dtype)
 
 
 def file_inputs(path: Path, specs: list[InputSpec], count: int) -> Iterator[list[np.ndarray]]:
     """Inputs from a .npy (one input tensor, first axis = image) or .npz (one array per input, in order).
 
-    int8 arrays are used as they are; uint8 arrays are images and are quantized with the input's parameters.
+    int8 arrays (int16 for a 16x8 model) are used as they are; uint8 arrays are images and are quantized with the input's parameters.
     """
     path = Path(path)
     if not path.is_file():
@@ -101,8 +107,8 @@ def file_inputs(path: Path, specs: list[InputSpec], count: int) -> Iterator[list
             )
         if arr.dtype == np.uint8:
             arr = quantize_images(arr, spec)
-        elif arr.dtype != np.int8:
-            raise InputError(f"input {i} in '{path}' is {arr.dtype}; give int8 tensors or uint8 images")
+        elif arr.dtype != spec.dtype:
+            raise InputError(f"input {i} in '{path}' is {arr.dtype}; give {spec.dtype.name} tensors or uint8 images")
         prepared.append(arr)
     available = min(len(a) for a in prepared)
     if count > available:

@@ -67,7 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     reference = TflmReference(model.tflite_bytes)
     with open_dut(model, _options(args)) as dut:
-        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point) for t in dut.info.inputs]
+        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point, t.dtype) for t in dut.info.inputs]
         inputs = (file_inputs(args.inputs, specs, args.images) if args.inputs
                   else random_inputs(specs, args.images, seed=args.seed))
         console.print(f"model {model.name} (sha256 {model.sha256[:16]}) on {args.target}: {PROVENANCE[args.target]}")

@@ -493,3 +493,54 @@ def test_extractor_generation_is_deterministic_and_bit_exact(tf: Any, work_dir: 
         ("local_logits", [1, 10]),
         ("remote_features", [1, 32, 32, 19]),
     ]
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_keras_layers_16x8_bit_exact(tf: Any, work_dir: Path, build_dir: Path) -> None:
+    """The 16x8 scheme (int16 activations, int8 weights, int64 bias) on what the AgileNN device part uses:
+    strided and dilated convolutions, a depth multiplier, every fused activation, a bias-free layer, channel
+    slices, the global mean and per-channel dense layers; full-range int16 inputs exercise the clamps."""
+    from hil.model.synthetic import convert_keras_int8, randomize_weights
+    from hil.train.layers import ChannelSlice
+
+    tf.keras.utils.set_random_seed(7)
+    L = tf.keras.layers
+    inp = tf.keras.Input((13, 11, 3), batch_size=1)
+    x = L.Conv2D(8, 3, strides=2, padding="same")(inp)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, dilation_rate=2, padding="same", use_bias=False)(x)
+    x = L.Conv2D(6, 1, activation="relu")(x)
+    x = L.Conv2D(5, 2, padding="valid", activation=None)(x)
+    local = ChannelSlice(0, 2)(x)
+    remote = ChannelSlice(2, 5)(x)
+    out1 = L.Dense(4)(L.GlobalAveragePooling2D()(local))
+    model = tf.keras.Model(inp, {"a_logits": out1, "b_remote": remote})
+    randomize_weights(model, np.random.default_rng(7))
+    tflite = convert_keras_int8(model, _representative((13, 11, 3), seed=8), activations="int16")
+    compiled = assert_bit_exact(tflite, work_dir, build_dir, np.random.default_rng(9), count=20, label="16x8 layers")
+    kernels = {o.kernel for o in compiled.ops}
+    assert {
+        "hil_conv_2d_16x8",
+        "hil_depthwise_conv_2d_16x8",
+        "hil_strided_slice_i16",
+        "hil_mean_i16",
+        "hil_fully_connected_16x8",
+    } <= kernels
+    assert all(t.dtype == "int16" for t in (*compiled.inputs, *compiled.outputs))
+
+
+@pytest.mark.tf
+def test_16x8_op_without_a_kernel_is_refused_by_name(tf: Any, work_dir: Path) -> None:
+    """ADD has no 16x8 kernel: the compiler names the operator and the int8-only restriction."""
+    from hil.model.compiler import UnsupportedModelError, compile_tflite
+    from hil.model.synthetic import convert_keras_int8
+
+    L = tf.keras.layers
+    inp = tf.keras.Input((4, 4, 2), batch_size=1)
+    x = L.Conv2D(2, 1)(inp)
+    model = tf.keras.Model(inp, L.Add()([x, inp]))
+    tflite = convert_keras_int8(model, _representative((4, 4, 2), seed=1), activations="int16")
+    with pytest.raises(UnsupportedModelError, match=r"ADD.*int16.*int8 activations only"):
+        compile_tflite(tflite, work_dir / "add16")

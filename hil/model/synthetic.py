@@ -48,16 +48,26 @@ EXTRACTOR_CLASSES = 10
 # TensorFlow-converted models
 
 
-def convert_keras_int8(model: Any, representative: Callable[[], Iterable[list[np.ndarray]]]) -> bytes:
-    """Full-integer int8 conversion: int8 weights, activations, inputs and outputs, builtin int8 ops only."""
+def convert_keras_int8(
+    model: Any, representative: Callable[[], Iterable[list[np.ndarray]]], activations: str = "int8"
+) -> bytes:
+    """Full-integer conversion with int8 weights, builtin ops only. activations "int8": int8 activations,
+    inputs and outputs; "int16": TFLite's 16x8 scheme (int16 activations, inputs and outputs with zero point 0,
+    int64 biases)."""
     import tensorflow as tf
 
+    if activations not in ("int8", "int16"):
+        raise ValueError(f"activations must be 'int8' or 'int16', not {activations!r}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if activations == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    io_type = tf.int8 if activations == "int8" else tf.int16
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
     return bytes(converter.convert())
 
 

@@ -58,9 +58,10 @@ class ErrorCode(IntEnum):
 
 class DType(IntEnum):
     INT8 = 1
+    INT16 = 2  # 16x8 models: int16 activations, little-endian on the wire
 
 
-NUMPY_DTYPES: dict[int, np.dtype] = {DType.INT8: np.dtype(np.int8)}
+NUMPY_DTYPES: dict[int, np.dtype] = {DType.INT8: np.dtype(np.int8), DType.INT16: np.dtype("<i2")}
 
 
 class ProtocolError(ValueError):
