@@ -84,7 +84,8 @@ def quantize_images(images: np.ndarray, spec: InputSpec) -> np.ndarray:
 def file_inputs(path: Path, specs: list[InputSpec], count: int) -> Iterator[list[np.ndarray]]:
     """Inputs from a .npy (one input tensor, first axis = image) or .npz (one array per input, in order).
 
-    int8 arrays (int16 for a 16x8 model) are used as they are; uint8 arrays are images and are quantized with the input's parameters.
+    int8 arrays (int16 for a 16x8 model) are used as they are; uint8 arrays are images and are quantized with
+    the input's parameters.
     """
     path = Path(path)
     if not path.is_file():

@@ -4,6 +4,8 @@ directories' cards. Nothing here imports TensorFlow until a command runs.
     hil train    --run-dir DIR [--preset cpu|gpu|auto] [--data SPEC] [--set KEY=VALUE ...] [--max-epochs N]
     hil finetune --run-dir DIR [--set KEY=VALUE ...]       (int8-grid device weights, Remote NN on its codes)
     hil export   --run-dir DIR --out models/NAME [--name NAME] [--test-limit N] [--limits FILE.json]
+    hil export   --from-model models/NAME --activations int16 --out models/NAME-a16 [--data SPEC]
+                                                           (the device part re-quantized as 16x8)
     hil models   [--dir models] [--json]                   (every card checked, headline numbers)
 """
 
@@ -48,6 +50,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.test_limit is not None and args.test_limit < 1:
         print("hil export: --test-limit must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if (args.run_dir is None) == (args.from_model is None):
+        print("hil export: give exactly one of --run-dir (a training run) and --from-model (an export)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.from_model is not None:
+        return _export_16x8(args)
+    if args.activations != "int8":
+        print("hil export: --activations int16 re-quantizes an existing export: export the run first, then "
+              "hil export --from-model models/NAME --activations int16 --out models/NAME-a16", file=sys.stderr)
+        return EXIT_USAGE
     limits = None
     if args.limits is not None:
         import json
@@ -69,6 +81,40 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"images, float {acc['combined_float']:.4f}, local {acc['local_only']:.4f}, remote {acc['remote_only']:.4f}; "
           f"skewness {card['skewness']:.3f}; payload {card['payload_bits']} bits; device weights "
           f"{dev['weights_bytes']} B, arena {dev['arena_bytes']} B, {dev['macs']:,} MACs")
+    return 0
+
+
+def _export_16x8(args: argparse.Namespace) -> int:
+    import json
+
+    from hil.export.agilenn16 import export_agilenn_16x8
+    from hil.train.data import load_dataset
+
+    if args.activations != "int16":
+        print("hil export: --from-model re-quantizes an export's device part; only --activations int16 is "
+              "implemented (the int8 device part is what `hil export --run-dir` writes)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.limits is not None:
+        print("hil export: --limits belongs to a training run's export (--run-dir)", file=sys.stderr)
+        return EXIT_USAGE
+    source = Path(args.from_model)
+    card_path = source / "card.json"
+    if not card_path.is_file():
+        print(f"hil export: {source} has no card.json: not a model directory written by hil export", file=sys.stderr)
+        return EXIT_USAGE
+    spec = args.data or json.loads(card_path.read_text()).get("dataset_spec")
+    if not spec:
+        print(f"hil export: {card_path} names no data set; give --data", file=sys.stderr)
+        return EXIT_USAGE
+    dataset = load_dataset(spec, allow_download=False)
+    out = Path(args.out)
+    card = export_agilenn_16x8(source, out, dataset, name=args.name, test_limit=args.test_limit)
+    acc, dev = card["accuracy"], card["device"]
+    lo, hi = acc["combined_int8_ci95"]
+    print(f"{out}: combined 16x8 {acc['combined_int8']:.4f} (95% CI {lo:.4f}..{hi:.4f}) on {acc['samples']} test "
+          f"images, float {acc['combined_float']:.4f}, agreement with float {acc['int8_float_agreement']:.4f}, "
+          f"codes differing {acc['code_mismatch']:.4%}; device weights {dev['weights_bytes']} B, arena "
+          f"{dev['arena_bytes']} B, {dev['macs']:,} MACs")
     return 0
 
 
@@ -110,7 +156,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         header = ("model", "kind", "top-1", "payload bits", "weights B", "arena B", "MACs")
         table = [header] + [
             (r.directory, r.kind or "?",
-             "-" if r.accuracy is None else f"{r.accuracy:.4f}" + (" float" if r.accuracy_key == "top1" else " int8"),
+             "-" if r.accuracy is None else f"{r.accuracy:.4f}"
+             + (" float" if r.accuracy_key == "top1" else " 16x8" if r.activations == "int16" else " int8"),
              "-" if r.payload_bits is None else f"{r.payload_bits:,}",
              *("-" if v is None else f"{v:,}" for v in (r.weights_bytes, r.arena_bytes, r.macs)))
             for r in rows if r.ok
@@ -122,7 +169,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         for r in rows:
             if not r.ok:
                 print(f"{r.directory}: card does not check out: {r.problem}", file=sys.stderr)
-        print("top-1: on the card's test set, with the int8 device part (float: no device network); payload: bits "
+        print("top-1: on the card's test set, with the int8 (16x8: int16 activations) device part (float: no device "
+              "network); payload: bits "
               "per inference before lossless compression (edge_only: after its codec)", file=sys.stderr)
     bad = sum(not r.ok for r in rows)
     print(f"{len(rows)} model cards in {args.dir}, {len(rows) - bad} check out"
@@ -142,8 +190,13 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("export", help="export a finished AgileNN run into a model directory (int8 + C + card)")
-    p.add_argument("--run-dir", required=True, help="the finished training run (hil train --run-dir)")
+    p = sub.add_parser("export", help="export a finished AgileNN run into a model directory (int8 + C + card), "
+                       "or re-quantize an export's device part as 16x8 (--from-model, --activations int16)")
+    p.add_argument("--run-dir", help="the finished training run (hil train --run-dir)")
+    p.add_argument("--from-model", help="an AgileNN model directory whose device part to re-quantize")
+    p.add_argument("--activations", choices=("int8", "int16"), default="int8",
+                   help="device activations: int8, or int16 with int8 weights (TFLite 16x8; with --from-model)")
+    p.add_argument("--data", help="--from-model: data set for calibration and evaluation (default: the card's)")
     p.add_argument("--out", required=True, help="model directory to write, e.g. models/agilenn-cifar10")
     p.add_argument("--name", help="model name (default: the directory name)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only (default: all)")

@@ -25,10 +25,11 @@ def compile_and_build(tflite: bytes, work_dir: Path, build_dir: Path) -> tuple[C
 
 def random_input_sets(reference: TflmReference, rng: np.random.Generator, count: int) -> list[list[np.ndarray]]:
     """Uniform int8 (int16) inputs over the whole range, so every zero point and clamp is exercised."""
-    return [
-        [rng.integers(np.iinfo(d.dtype).min, np.iinfo(d.dtype).max + 1, size=d.shape, dtype=d.dtype) for d in reference.inputs]
-        for _ in range(count)
-    ]
+    def one(d) -> np.ndarray:
+        info = np.iinfo(d.dtype)
+        return rng.integers(info.min, info.max + 1, size=d.shape, dtype=d.dtype)
+
+    return [[one(d) for d in reference.inputs] for _ in range(count)]
 
 
 def mismatch_report(label: str, got: Sequence[np.ndarray], want: Sequence[np.ndarray], set_index: int) -> str:

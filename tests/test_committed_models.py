@@ -31,7 +31,7 @@ def test_committed_device_part_bit_exact_on_host(name, tmp_path):
     model = resolve_model(paths.MODELS / name)
     reference = TflmReference(model.tflite_bytes)
     with open_dut(model, DutOptions(target="host", log_dir=tmp_path)) as dut:
-        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point) for t in dut.info.inputs]
+        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point, t.dtype) for t in dut.info.inputs]
         result = run_check(dut, reference, random_inputs(specs, IMAGES, seed=3), IMAGES)
     assert result.mismatches == []
     assert result.summary_line() == f"bit-exact {IMAGES}/{IMAGES} on host"

@@ -186,13 +186,41 @@ def test_grouped_convolution_is_rejected(tmp_path: Path) -> None:
         compile_tflite(b.finish([x], [y]), tmp_path)
 
 
-def test_int16_activations_are_rejected(tmp_path: Path) -> None:
+def test_int16_op_without_a_16x8_kernel_is_rejected_by_name(tmp_path: Path) -> None:
     b = TfliteBuilder()
     x = b.tensor([1, 4], "int16", scale=0.1, zero_point=0, name="x16")
     y = b.tensor([1, 4], "int16", scale=0.1, zero_point=0, name="y16")
     b.op("ADD", [x, x], [y], builtin_options("AddOptionsT"))
-    with pytest.raises(UnsupportedModelError, match=r"graph input tensor 0 'x16'.* is int16"):
+    with pytest.raises(UnsupportedModelError, match=r"ADD.*'y16'.*is int16, but this op runs int8 activations only"):
         compile_tflite(b.finish([x], [y]), tmp_path)
+
+
+def _conv_1x1(in_dtype: str, out_dtype: str, zero_point: int = 0) -> bytes:
+    b = TfliteBuilder()
+    x = b.tensor([1, 2, 2, 2], in_dtype, scale=0.1, zero_point=zero_point, name="x")
+    f = b.tensor([2, 1, 1, 2], scale=[0.1, 0.1], data=np.ones((2, 1, 1, 2)))
+    y = b.tensor([1, 2, 2, 2], out_dtype, scale=0.1, zero_point=0, name="y")
+    b.op("CONV_2D", [x, f, -1], [y], builtin_options("Conv2DOptionsT", padding=1, strideH=1, strideW=1))
+    return b.finish([x], [y])
+
+
+def test_int16_activations_need_zero_point_0(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedModelError, match=r"int16 with zero point 3.*symmetric"):
+        compile_tflite(_conv_1x1("int16", "int16", zero_point=3), tmp_path)
+
+
+def test_mixed_int8_int16_operator_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedModelError, match=r"input .* is int8 but output .* is int16"):
+        compile_tflite(_conv_1x1("int8", "int16"), tmp_path)
+
+
+def test_int16_conv_lowers_to_the_16x8_kernel(tmp_path: Path) -> None:
+    compiled = compile_tflite(_conv_1x1("int16", "int16"), tmp_path)
+    assert [o.kernel for o in compiled.ops] == ["hil_conv_2d_16x8"]
+    assert [t.dtype for t in (*compiled.inputs, *compiled.outputs)] == ["int16", "int16"]
+    assert compiled.inputs[0].bytes == 16  # 8 values of 2 bytes
+    source = (tmp_path / "hil_model.c").read_text()
+    assert ".dtype = HIL_DTYPE_INT16" in source and "(int16_t *)(void *)(hil_arena + " in source
 
 
 def test_unsupported_fused_activation_is_rejected(tmp_path: Path) -> None:

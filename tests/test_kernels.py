@@ -529,18 +529,3 @@ def test_keras_layers_16x8_bit_exact(tf: Any, work_dir: Path, build_dir: Path) -
         "hil_fully_connected_16x8",
     } <= kernels
     assert all(t.dtype == "int16" for t in (*compiled.inputs, *compiled.outputs))
-
-
-@pytest.mark.tf
-def test_16x8_op_without_a_kernel_is_refused_by_name(tf: Any, work_dir: Path) -> None:
-    """ADD has no 16x8 kernel: the compiler names the operator and the int8-only restriction."""
-    from hil.model.compiler import UnsupportedModelError, compile_tflite
-    from hil.model.synthetic import convert_keras_int8
-
-    L = tf.keras.layers
-    inp = tf.keras.Input((4, 4, 2), batch_size=1)
-    x = L.Conv2D(2, 1)(inp)
-    model = tf.keras.Model(inp, L.Add()([x, inp]))
-    tflite = convert_keras_int8(model, _representative((4, 4, 2), seed=1), activations="int16")
-    with pytest.raises(UnsupportedModelError, match=r"ADD.*int16.*int8 activations only"):
-        compile_tflite(tflite, work_dir / "add16")

@@ -33,6 +33,7 @@ from hil import paths
 from hil.accuracy.subset import ImageSet
 from hil.export.agilenn import Quant, wilson_interval
 from hil.offload.codec import PayloadError, decode_payload, encode_payload
+from hil.offload.value_codes import ValueCodes
 
 if TYPE_CHECKING:
     import keras
@@ -77,7 +78,7 @@ class AgileSpec:
     alpha: float
     centroids: np.ndarray  # float32 (n_centroids,)
     bits: int
-    lut: np.ndarray  # uint8 (256,): code of int8 q = lut[q + 128]
+    value_codes: ValueCodes  # quantized remote value -> code: int8_to_code, or int16_code_runs (16x8 export)
     local_index: int  # output index of the local logits in model.tflite
     remote_index: int
     local_quant: Quant
@@ -100,7 +101,7 @@ class AgileSpec:
             meta = json.loads(meta_path.read_text())
             outputs = {o["name"]: o for o in meta["outputs"]}
             local, remote = outputs["local_logits"], outputs["remote_features"]
-            lut = np.asarray(meta["int8_to_code"], np.int64)
+            value_codes = ValueCodes.of_export(meta)
             spec = cls(
                 model_dir=model_dir,
                 name=str(meta.get("name") or model_dir.name),
@@ -108,7 +109,7 @@ class AgileSpec:
                 alpha=float(meta["alpha"]),
                 centroids=np.asarray(meta["centroids"], np.float32),
                 bits=int(meta["bits_per_value"]),
-                lut=lut.astype(np.uint8),
+                value_codes=value_codes,
                 local_index=int(local["index"]),
                 remote_index=int(remote["index"]),
                 local_quant=Quant(float(local["scale"]), int(local["zero_point"])),
@@ -116,8 +117,9 @@ class AgileSpec:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise AccuracyError(f"{meta_path}: {type(exc).__name__}: {exc}") from None
-        if lut.shape != (256,) or lut.min() < 0 or lut.max() >= len(spec.centroids):
-            raise AccuracyError(f"{meta_path}: int8_to_code is not 256 codes of the {len(spec.centroids)} centroids")
+        if value_codes.max_code() >= len(spec.centroids):
+            raise AccuracyError(f"{meta_path}: its code mapping holds code {value_codes.max_code()}, but there are "
+                                f"only {len(spec.centroids)} centroids")
         if not 0.0 < spec.alpha < 1.0:
             raise AccuracyError(f"{meta_path}: alpha {spec.alpha} is not inside (0, 1)")
         return spec
@@ -152,6 +154,9 @@ class HostInt8:
         self.reference = TflmReference(spec.model_dir / "model.tflite")
         local = self.reference.outputs[spec.local_index]
         remote = self.reference.outputs[spec.remote_index]
+        if np.dtype(remote.dtype).name != spec.value_codes.dtype:
+            raise AccuracyError(f"{spec.model_dir}: model.tflite's remote features are {np.dtype(remote.dtype).name}, "
+                                f"but agilenn.json maps {spec.value_codes.dtype} values to codes")
         # agilenn.json must describe this very model.tflite, or the server would dequantize with other numbers.
         if (np.float32(local.scale), local.zero_point) != (np.float32(spec.local_quant.scale),
                                                            spec.local_quant.zero_point):
@@ -164,7 +169,7 @@ class HostInt8:
     def run(self, x: np.ndarray) -> HostStep:
         outputs = self.reference.run([x])
         remote = outputs[self.spec.remote_index].reshape(-1)
-        codes = self.spec.lut[remote.astype(np.int16) + 128]
+        codes = self.spec.value_codes.codes(remote)
         return HostStep(outputs[self.spec.local_index], codes, encode_payload(codes, self.spec.bits))
 
 
@@ -401,7 +406,8 @@ class AccuracyResult:
             "agreement_by_part": self.agreement_by_part,
             "float_pipeline": self.float_pipeline,
             "device_equals_host_int8": {"matched": self.matched, "images": self.images,
-                                        "host": "TFLite Micro on model.tflite + int8_to_code + encode_payload"},
+                                        "host": "TFLite Micro on model.tflite + agilenn.json's code mapping + "
+                                                "encode_payload"},
             "mismatches": [{"image": m.image, "test_index": m.test_index, "problems": m.problems}
                            for m in self.mismatches],
             "payload_bytes": {"mean": self.mean_payload_bytes,
@@ -433,7 +439,7 @@ def device_inputs(images: np.ndarray, dut: Dut) -> np.ndarray:
     per_image = shape[1:] if shape[0] == 1 else shape
     if tuple(images.shape[1:]) != tuple(per_image):
         raise AccuracyError(f"the images are {tuple(images.shape[1:])}, the device's input is {shape}")
-    q = quantize_images(images, InputSpec(shape, spec.scale, spec.zero_point))
+    q = quantize_images(images, InputSpec(shape, spec.scale, spec.zero_point, spec.dtype))
     return q.reshape(len(images), *shape)
 
 
@@ -481,7 +487,7 @@ def run_accuracy(
     minus_128 = bool(np.array_equal(inputs.reshape(n, -1).astype(np.int16),
                                     images.x.reshape(n, -1).astype(np.int16) - 128))
     input_info = {"scale": float(in_spec.scale), "zero_point": int(in_spec.zero_point), "uint8_minus_128": minus_128}
-    local_q = np.zeros((n, classes), np.int8)
+    local_q = np.zeros((n, classes), np.int32)  # int8, or int16 for a 16x8 export
     remote_logits = np.full((n, classes), np.nan, np.float32)
     payload_bytes: list[int] = []
     cycles: list[dict[str, int]] = []

@@ -151,6 +151,7 @@ class CardSummary:
     weights_bytes: int | None = None
     arena_bytes: int | None = None
     macs: int | None = None
+    activations: str = "int8"  # the device part's activation type: int8, or int16 (16x8 re-export)
     problem: str | None = None  # the CardError, when the card does not check out
 
     @property
@@ -178,6 +179,7 @@ def summarize(model_dir: Path | str) -> CardSummary:
         weights_bytes=device["weights_bytes"],
         arena_bytes=device["arena_bytes"],
         macs=device["macs"],
+        activations=str(device.get("activations", "int8")),
     )
 
 

@@ -153,9 +153,9 @@ def check_out_dir(out_dir: Path, export_files: Iterable[str], what: str = "an ex
 # ---------------------------------------------------------------------------------------------------------
 
 
-def convert_int8(wrapper: keras.Model, calibration: np.ndarray) -> bytes:
+def convert_int8(wrapper: keras.Model, calibration: np.ndarray, activations: str = "int8") -> bytes:
     """hil.model.synthetic.convert_keras_int8 of `wrapper` with `calibration` (float32 model inputs, one
-    representative sample each), quietly."""
+    representative sample each), quietly; activations "int16" gives TFLite's 16x8 scheme."""
     from hil.model.synthetic import convert_keras_int8
 
     def representative() -> Iterator[list[np.ndarray]]:
@@ -166,7 +166,7 @@ def convert_int8(wrapper: keras.Model, calibration: np.ndarray) -> bytes:
     # converter also warns that the int8 input has no given statistics: the representative images are them.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-        return convert_keras_int8(wrapper, representative)
+        return convert_keras_int8(wrapper, representative, activations)
 
 
 def int8_quants(tensors: Iterable[Tensor]) -> list[Quant]:
@@ -179,12 +179,12 @@ def int8_quants(tensors: Iterable[Tensor]) -> list[Quant]:
 
 
 def tflm_outputs(tflite: bytes, batches: Iterable[np.ndarray], count: int) -> tuple[list[np.ndarray], float]:
-    """`count` int8 inputs (in `batches`) through TFLite Micro one at a time (batch 1, as on the device);
-    returns (every output of every input, interpreter seconds)."""
+    """`count` int8 (16x8: int16) inputs (in `batches`) through TFLite Micro one at a time (batch 1, as on the
+    device); returns (every output of every input, in the model's output types; interpreter seconds)."""
     from hil.model.reference import TflmReference
 
     ref = TflmReference(tflite)
-    outputs = [np.empty((count, *spec.shape[1:]), np.int8) for spec in ref.outputs]
+    outputs = [np.empty((count, *spec.shape[1:]), spec.dtype) for spec in ref.outputs]
     seconds = 0.0
     n = 0
     for q in batches:

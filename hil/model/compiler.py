@@ -1,4 +1,5 @@
-"""Compiles a full-integer int8 (or 16x8: int16 activations, int8 weights) .tflite into C for the portable kernel core (device_fw/core).
+"""Compiles a full-integer int8 (or 16x8: int16 activations, int8 weights) .tflite into C for the portable
+kernel core (device_fw/core).
 
 Public API: `compile_tflite(tflite, out_dir, name=None) -> CompiledModel`, which writes `hil_model.c`
 (see codegen.py) and `model.json` into out_dir. `lower_graph()` is the same translation without

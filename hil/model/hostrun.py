@@ -2,8 +2,9 @@
 
 `build_host_runner()` links device_fw/tests/run_model_main.c, the kernels in device_fw/core/kernels and one
 generated hil_model.c with the host's gcc, using the strict flags the firmware uses. Binaries are cached by
-the hash of every source and flag. `run_host()` pipes raw input bytes (int8, or little-endian int16 for 16x8 models) through the binary and returns
-the outputs shaped as model.json says; `run_host_many()` does many inferences in one process.
+the hash of every source and flag. `run_host()` pipes raw input bytes (int8, or little-endian int16 for 16x8
+models) through the binary and returns the outputs shaped as model.json says; `run_host_many()` does many
+inferences in one process.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def convert_keras_int8(
     if activations == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     else:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        int16x8 = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        converter.target_spec.supported_ops = [int16x8]
     io_type = tf.int8 if activations == "int8" else tf.int16
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type

@@ -43,16 +43,29 @@ typedef struct {
     uint8_t local_output;          /* index of the local logits in hil_model_info.outputs */
     uint8_t remote_output;         /* index of the remote-bound features in hil_model_info.outputs */
     uint8_t bits;                  /* bits per code, 1..8 */
-    uint32_t n_values;             /* int8 values of the remote output: one code each */
+    uint32_t n_values;             /* values of the remote output: one code each */
     const uint8_t *int8_to_code;   /* 256 entries: the code of int8 value q is int8_to_code[q + 128] */
     uint8_t *payload;              /* static payload buffer */
     uint32_t payload_capacity;     /* its size in bytes */
     const uint16_t *local_ops;     /* operator indices of the Local NN (their cycles are the local stage) */
     uint16_t n_local_ops;
+    /* 16x8 models (int16 remote features). value_dtype 0 or HIL_DTYPE_INT8: int8 values, int8_to_code as
+     * above. HIL_DTYPE_INT16: value q has the code int16_run_code[i] of the last run i with
+     * int16_run_start[i] <= q (ascending starts, the first -32768); the codes go to code_buffer and are
+     * compressed through int8_to_code, which is then the identity on 0..2^bits-1. */
+    uint8_t value_dtype;
+    uint8_t n_int16_runs;
+    const int16_t *int16_run_start;
+    const uint8_t *int16_run_code;
+    int8_t *code_buffer;           /* n_values bytes */
 } hil_offload_config_t;
 
 /* The model's configuration, or NULL when the firmware was built without one (core/src/offload_none.c). */
 const hil_offload_config_t *hil_offload_config(void);
+
+/* The codes of n int16 values by the runs described in hil_offload_config_t, one per byte of codes. */
+void hil_offload_codes_from_int16(const int16_t *values, uint32_t n, const int16_t *run_start,
+                                  const uint8_t *run_code, uint32_t n_runs, int8_t *codes);
 
 /* Maps n int8 values through int8_to_code (masked to `bits` bits) and writes the payload to out, at most
  * capacity bytes; *out_len is its length (0 unless HIL_OFFLOAD_OK). Not reentrant: the dictionary is

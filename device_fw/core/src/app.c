@@ -336,6 +336,11 @@ static void handle_infer(const hil_frame_t *f)
 
 /* A generated config is trusted to match the model it was generated with; these checks keep a mismatched
  * one (a hil_offload.c from another model) from reading outside the arena or sending an oversized frame. */
+static int offload_int16(const hil_offload_config_t *cfg)
+{
+    return cfg->value_dtype == HIL_DTYPE_INT16;
+}
+
 static const char *offload_config_problem(const hil_offload_config_t *cfg)
 {
     const hil_model_info_t *mi = &hil_model_info;
@@ -344,8 +349,13 @@ static const char *offload_config_problem(const hil_offload_config_t *cfg)
         return "offload config was generated for another model (sha256 differs)";
     }
     if (cfg->local_output >= mi->n_outputs || cfg->remote_output >= mi->n_outputs ||
-        cfg->n_values != mi->outputs[cfg->remote_output].bytes) {
+        cfg->n_values * (offload_int16(cfg) ? 2u : 1u) != mi->outputs[cfg->remote_output].bytes ||
+        mi->outputs[cfg->remote_output].dtype != (offload_int16(cfg) ? HIL_DTYPE_INT16 : HIL_DTYPE_INT8)) {
         return "offload config does not match the model's outputs";
+    }
+    if (offload_int16(cfg) && (cfg->n_int16_runs == 0u || cfg->int16_run_start == NULL ||
+                               cfg->int16_run_code == NULL || cfg->code_buffer == NULL)) {
+        return "offload config for int16 features is incomplete (runs or code buffer)";
     }
     if (cfg->bits < 1u || cfg->bits > 8u || cfg->int8_to_code == NULL || cfg->payload == NULL) {
         return "offload config is incomplete (bits, lookup table or payload buffer)";
@@ -391,8 +401,15 @@ static void handle_infer_offload(const hil_frame_t *f)
     rc = invoke(c0);
     c1 = hil_port_cycles();
     if (rc == 0) {
-        st = hil_offload_compress(hil_model_arena() + remote->arena_offset, remote->bytes, cfg->int8_to_code,
-                                  cfg->bits, cfg->payload, cfg->payload_capacity, &payload_len);
+        const int8_t *values = hil_model_arena() + remote->arena_offset;
+        if (offload_int16(cfg)) {
+            /* the arena offset is 16-byte aligned (hil/model/planner.py) */
+            hil_offload_codes_from_int16((const int16_t *)(const void *)values, cfg->n_values, cfg->int16_run_start,
+                                         cfg->int16_run_code, cfg->n_int16_runs, cfg->code_buffer);
+            values = cfg->code_buffer;
+        }
+        st = hil_offload_compress(values, cfg->n_values, cfg->int8_to_code, cfg->bits, cfg->payload,
+                                  cfg->payload_capacity, &payload_len);
     }
     c2 = hil_port_cycles();
     hil_port_marker(0);
@@ -425,7 +442,7 @@ static void handle_infer_offload(const hil_frame_t *f)
     hil_tx_u64(&tx, local_cycles);
     hil_tx_u64(&tx, c2 - c1); /* quantize + compress */
     hil_tx_u64(&tx, c2 - c0);
-    hil_tx_u32(&tx, remote->bytes); /* n_values: one code per int8 value */
+    hil_tx_u32(&tx, cfg->n_values); /* one code per value of the remote features */
     hil_tx_u32(&tx, payload_len);
     hil_tx_u32(&tx, cfg->payload_capacity);
     hil_tx_u32(&tx, local->bytes);

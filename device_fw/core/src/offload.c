@@ -222,3 +222,16 @@ hil_offload_status_t hil_offload_compress(const int8_t *values, uint32_t n, cons
     *out_len = w.len;
     return HIL_OFFLOAD_OK;
 }
+
+void hil_offload_codes_from_int16(const int16_t *values, uint32_t n, const int16_t *run_start,
+                                  const uint8_t *run_code, uint32_t n_runs, int8_t *codes)
+{
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t j = n_runs - 1u; /* at most 2^bits runs: a linear scan from the top is cheap */
+        while (j > 0u && values[i] < run_start[j]) {
+            j--;
+        }
+        codes[i] = (int8_t)run_code[j];
+    }
+}

@@ -11,7 +11,7 @@ def lower_alias(graph: Graph, op: Operator, prefix: str) -> KernelCall:
     inp, out = common.tensor(graph, op, 0, "input"), common.output(graph, op)
     common.require_activation(op, inp, "input")
     common.require_activation(op, out, "output")
-    dtype = common.same_activation_dtype(op, inp, out)
+    common.same_activation_dtype(op, inp, out)
     if inp.size != out.size:
         raise UnsupportedModelError(f"{op.describe()}: {inp.describe()} and {out.describe()} differ in size")
     return KernelCall(
