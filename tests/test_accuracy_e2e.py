@@ -314,3 +314,74 @@ def test_hil_images_accepts_all_and_rejects_words(pytester):
     result.stderr.fnmatch_lines(["*hil-images*'many' is not a whole number or 'all'*"])
     pytester.makepyfile(test_inner="def test_x(hil_dataset):\n    assert len(hil_dataset) == 500\n")
     pytester.runpytest().assert_outcomes(passed=1)  # the default: the whole committed subset
+
+
+# --------------------------------------------------------------------------------------------------------
+# The same tiny export re-quantized as 16x8 (hil export --from-model ... --activations int16)
+
+SUMMARY_16X8 = re.compile(SUMMARY.pattern.replace("host int8", "host 16x8"))
+
+
+@pytest.fixture(scope="module")
+def tiny16(tiny) -> SimpleNamespace:
+    out = tiny.root / "tiny-agilenn-a16"
+    rc = main(["export", "--from-model", str(tiny.model), "--activations", "int16", "--out", str(out),
+               "--data", str(tiny.npz)])
+    assert rc == 0
+    return SimpleNamespace(model=out, card=json.loads((out / "card.json").read_text()))
+
+
+@pytest.mark.tf
+def test_16x8_export_keeps_the_float_network_and_maps_int16_values_to_codes(tiny, tiny16):
+    from hil.export.cards import load_card
+    from hil.offload.value_codes import ValueCodes, nearest_codes
+
+    card = load_card(tiny16.model)  # checks every artifact's sha256
+    src, meta = json.loads((tiny.model / "agilenn.json").read_text()), json.loads(
+        (tiny16.model / "agilenn.json").read_text())
+    for f in ("device_float.keras", "remote.keras"):
+        assert (tiny16.model / f).read_bytes() == (tiny.model / f).read_bytes()
+    assert {k: meta[k] for k in ("centroids", "alpha", "k", "channel_split")} == {
+        k: src[k] for k in ("centroids", "alpha", "k", "channel_split")}
+    assert "int8_to_code" not in meta and meta["derived_from"]["model"] == src["name"]
+    assert meta["input"]["dtype"] == "int16" and meta["input"]["zero_point"] == 0
+    assert card["device"]["activations"] == "int16" and card["skewness"] == tiny.card["skewness"]
+    # The runs give, for every int16 value, the nearest centroid of its dequantized value.
+    q = np.arange(-32768, 32768)
+    remote = meta["outputs"][1]
+    assert np.array_equal(ValueCodes.of_export(meta).codes(q), nearest_codes(meta["centroids"], remote["scale"], 0, q))
+    c_source = (tiny16.model / "hil_offload.c").read_text()
+    assert ".value_dtype = 2" in c_source and "int16_run_start" in c_source
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("target", TARGETS)
+def test_16x8_accuracy_command_device_equals_host(tiny16, target, reports, capsys):
+    """The firmware's int16 path (16x8 kernels, int16 -> code runs, compression) equals TFLite Micro on the
+    16x8 model.tflite + agilenn.json's runs on every image; predictions recomputed independently."""
+    import keras
+
+    from hil.model.reference import TflmReference
+    from hil.offload.value_codes import nearest_codes
+
+    rc, out, err = _run(["--target", target, "--model", str(tiny16.model), "--images", "30"], capsys)
+    assert rc == 0, err
+    m = SUMMARY_16X8.match(out[-1])
+    assert m and (m["n"], m["matched"], m["target"]) == ("30", "30", target), out[-1]
+    report = json.loads((reports / f"accuracy-{target}.json").read_text())
+    assert report["device_part"] == "16x8" and not report["input_quantization"]["uint8_minus_128"]
+
+    meta = json.loads((tiny16.model / "agilenn.json").read_text())
+    x = np.load(paths.FIXTURES / "cifar10" / "test-subset-500.npz")["x"][:30]
+    scale = meta["input"]["scale"]
+    ref = TflmReference(tiny16.model / "model.tflite")
+    q_in = np.clip(np.floor(x / 255.0 / scale + 0.5), -32768, 32767).astype(np.int16)
+    outs = [ref.run([img[None]]) for img in q_in]
+    lo, rem = meta["outputs"]
+    local = np.float32(lo["scale"]) * np.stack([o[0][0] for o in outs]).astype(np.float32)
+    values = np.stack([o[1][0] for o in outs]).reshape(-1)
+    codes = nearest_codes(meta["centroids"], rem["scale"], 0, values).reshape(30, *rem["shape"][1:])
+    remote = keras.models.load_model(tiny16.model / "remote.keras").predict(
+        np.asarray(meta["centroids"], np.float32)[codes], verbose=0)
+    a = np.float32(meta["alpha"])
+    assert [r["device"] for r in report["per_image"]] == np.argmax(a * local + (1 - a) * remote, -1).tolist()

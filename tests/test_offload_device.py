@@ -242,6 +242,12 @@ def test_generator_refuses_inconsistent_configs(models: SimpleNamespace) -> None
     with pytest.raises(OffloadConfigError, match="shape"):
         wrong = [{"index": 1, "name": "remote_features", "shape": [1, 8, 8, 19]}]
         offload_c_source(agilenn | {"outputs": wrong}, models.summary)
+    with pytest.raises(OffloadConfigError, match="remote features are int8 but agilenn.json maps int16"):
+        runs = [[-32768, 0], [100, 1]]
+        offload_c_source({k: v for k, v in agilenn.items() if k != "int8_to_code"} | {"int16_code_runs": runs},
+                         models.summary)
+    with pytest.raises(OffloadConfigError, match="ascend from -32768"):
+        offload_c_source(agilenn | {"int16_code_runs": [[0, 1]]}, models.summary)
     huge = json.loads(json.dumps(models.summary))
     huge["outputs"][1].update(shape=[1, 128, 128, 19], bytes=128 * 128 * 19)
     with pytest.raises(OffloadConfigError, match="does not fit one frame"):

@@ -299,7 +299,7 @@ class AccuracyResult:
     clock_hz: int
     labels: np.ndarray = field(repr=False)
     test_index: np.ndarray = field(repr=False)
-    local_q: np.ndarray = field(repr=False)  # (N, classes) int8 from the device
+    local_q: np.ndarray = field(repr=False)  # (N, classes) int8 (16x8: int16) from the device
     remote: np.ndarray = field(repr=False)  # (N, classes) float32 from the server (NaN when it could not run)
     combined: np.ndarray = field(repr=False)  # (N, classes) float32
     float_logits: FloatLogits | None = field(repr=False)
@@ -313,6 +313,7 @@ class AccuracyResult:
     input: dict[str, Any] = field(default_factory=dict)  # the device's input scale / zero point, uint8 - 128?
     # Agreement with the float pipeline when only one side is the device's (split_agreement); None without it.
     agreement_by_part: dict[str, float] | None = None
+    device_part: str = "int8"  # the quantized device part: "int8", or "16x8" (int16 activations)
 
     # ---- figures ----
 
@@ -373,7 +374,7 @@ class AccuracyResult:
         lo, hi = self.ci95
         agreement = "n/a" if self.agreement is None else f"{self.agreement:.3f}"
         return (f"accuracy {self.accuracy:.3f} [{lo:.3f}, {hi:.3f}] on {self.images} images, agreement with float "
-                f"{agreement}, mean payload {self.mean_payload_bytes:.1f} B, device == host int8 on "
+                f"{agreement}, mean payload {self.mean_payload_bytes:.1f} B, device == host {self.device_part} on "
                 f"{self.matched}/{self.images} ({self.target})")
 
     def to_json(self) -> dict[str, Any]:
@@ -405,6 +406,7 @@ class AccuracyResult:
             "agreement_with_float": self.agreement,
             "agreement_by_part": self.agreement_by_part,
             "float_pipeline": self.float_pipeline,
+            "device_part": self.device_part,
             "device_equals_host_int8": {"matched": self.matched, "images": self.images,
                                         "host": "TFLite Micro on model.tflite + agilenn.json's code mapping + "
                                                 "encode_payload"},
@@ -539,6 +541,7 @@ def run_accuracy(
         payload_bytes=payload_bytes, cycles=cycles, server_us=server_us, host_match=host_match,
         mismatches=mismatches, wall_s=wall, notes=list(notes), input=input_info,
         agreement_by_part=split_agreement(spec, local_q, remote_logits, flt) if flt is not None else None,
+        device_part="16x8" if spec.value_codes.dtype == "int16" else "int8",
     )
 
 
