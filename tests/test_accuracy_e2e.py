@@ -210,10 +210,11 @@ def test_split_agreement_says_which_side_of_the_split_disagrees():
     logits (invalid payload), a disagreement of the codes; image 3 agrees either way."""
     from hil.accuracy.job import AgileSpec, FloatLogits, split_agreement
     from hil.export.common import Quant
+    from hil.offload.value_codes import ValueCodes
 
     spec = AgileSpec(model_dir=Path("."), name="m", num_classes=2, alpha=0.5, centroids=np.zeros(2, np.float32),
-                     bits=1, lut=np.zeros(256, np.uint8), local_index=0, remote_index=1,
-                     local_quant=Quant(0.5, 0), remote_shape=(1, 1, 1, 1))
+                     bits=1, value_codes=ValueCodes("int8", table=np.zeros(256, np.uint8)), local_index=0,
+                     remote_index=1, local_quant=Quant(0.5, 0), remote_shape=(1, 1, 1, 1))
     local_f = np.array([[1.0, 0.0]] * 4, np.float32)
     remote_f = np.array([[1.0, 0.0]] * 4, np.float32)
     flt = FloatLogits(local_f, remote_f, 0.5 * local_f + 0.5 * remote_f)  # class 0 everywhere

@@ -43,7 +43,7 @@ SAMPLES_PER_WINDOW = 200  # aim for at least this many samples per inference win
 @dataclass
 class MeasureOptions:
     images: int = 20
-    seed: int = 0  # of the random int8 inputs (and of the simulated analyzer's noise)
+    seed: int = 0  # of the random int8 (16x8 models: int16) inputs (and of the simulated analyzer's noise)
     mode: Mode = "window"  # "window": energy per marker window; "span": first edge to last edge / N (MLPerf Tiny)
     subtract_idle: bool = False
     idle_power_w: float | None = None  # a configured idle power to subtract instead of the measured one
@@ -217,7 +217,9 @@ def measure(dut: Dut, handle: AnalyzerHandle, options: MeasureOptions) -> Measur
     specs = dut.info.inputs
 
     def next_inputs() -> list[np.ndarray]:
-        return [rng.integers(-128, 128, size=t.shape, dtype=np.int8) for t in specs]
+        # The whole range of each input's type (int8, or int16 for a 16x8 model).
+        return [rng.integers(np.iinfo(t.dtype).min, np.iinfo(t.dtype).max, size=t.shape, endpoint=True)
+                .astype(t.dtype) for t in specs]
 
     def run_one() -> tuple[int, int, float]:
         tensors = next_inputs()

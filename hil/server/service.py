@@ -266,6 +266,9 @@ class _TcpServer(socketserver.ThreadingTCPServer):
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if self.owner.closing:  # accepted while shutting down: close it; BUSY would claim a full server
+            self.shutdown_request(request)
+            return
         if not self.owner._try_admit():
             # Answered from the accept thread: the reply is 16 + ~30 bytes, which fit the fresh socket's send
             # buffer, and the timeout keeps even a pathological peer from stalling accept().
