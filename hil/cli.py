@@ -27,10 +27,20 @@ import logging
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from hil import paths
+from hil.check import CheckResult
+from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers
 from hil.cli_train import add_train_parsers
-from hil.dut import PROVENANCE, TARGETS, DutOptions
+from hil.dut import EMULATED_TARGETS, PROVENANCE, TARGETS, DutOptions
+from hil.measure.measurement import Measurement
+from hil.progress import ProgressDisplay
+
+if TYPE_CHECKING:
+    from hil.accuracy.job import AccuracyResult
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DEVICE = 1, 2, 3
 
@@ -44,16 +54,32 @@ def _add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu"
     p.add_argument("--fw", type=Path, help="prebuilt firmware (host/qemu binary, or ESP-IDF build dir)")
     p.add_argument("--no-flash", action="store_true", help="esp32s3: do not flash, use what the board runs")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each reply")
+    add_report_dir_option(p)
 
 
-def _options(args: argparse.Namespace) -> DutOptions:
+def _options(args: argparse.Namespace, log_dir: Path | None = None) -> DutOptions:
     return DutOptions(target=args.target, port=args.port, baud=args.baud, firmware=args.fw,
-                      flash=not args.no_flash, log_dir=paths.REPORTS / "logs", timeout_s=args.timeout)
+                      flash=not args.no_flash, log_dir=log_dir, timeout_s=args.timeout)
+
+
+def check_measurements(result: CheckResult) -> list[Measurement]:
+    """What `hil check` measured, as named figures for the run's record."""
+    kind = "emulated" if result.target in EMULATED_TARGETS else "measured"
+    figures = [Measurement("bit_exact_images", result.matched, "images", kind,
+                           f"of {result.images}: every output tensor identical to TFLite Micro's; {result.provenance}",
+                           low=result.images, high=result.images)]
+    if result.cycles:
+        figures.append(Measurement("cycles_inference_median", float(np.median(result.cycles)), "cycles", kind,
+                                   f"{result.provenance}; {result.clock_hz / 1e6:g} MHz counter",
+                                   values=tuple(result.cycles)))
+    figures.append(Measurement("wall_s_per_image", result.wall_s / max(result.images, 1), "s", "emulated"
+                               if result.target in EMULATED_TARGETS else "measured",
+                               "host wall-clock per image, transport and reference included"))
+    return figures
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from hil.check import InputSpec, file_inputs, random_inputs, run_check, write_report
     from hil.dut import open_dut
@@ -66,33 +92,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     model = resolve_model(args.model)
     reference = TflmReference(model.tflite_bytes)
-    with open_dut(model, _options(args)) as dut:
+    with CommandRun(args, "check", model) as run, open_dut(model, _options(args, run.recorder.logs_dir)) as dut:
+        run.device(dut.info, target=args.target, firmware=getattr(dut.target, "firmware", None))
         specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point, t.dtype) for t in dut.info.inputs]
         inputs = (file_inputs(args.inputs, specs, args.images) if args.inputs
                   else random_inputs(specs, args.images, seed=args.seed))
         console.print(f"model {model.name} (sha256 {model.sha256[:16]}) on {args.target}: {PROVENANCE[args.target]}")
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[bad]} mismatched"), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True, disable=args.quiet) as progress:
-            task = progress.add_task(f"check {args.target}", total=args.images, bad=0)
-            bad = 0
+        with ProgressDisplay(f"check {args.target}", args.images, counter="mismatched", quiet=args.quiet) as shown:
 
-            def on_image(_index: int, ok: bool) -> None:
-                nonlocal bad
-                bad += not ok
-                progress.update(task, advance=1, bad=bad)
+            def on_image(index: int, ok: bool) -> None:
+                run.image(index, ok)
+                shown.advance(count=not ok)
 
             result = run_check(dut, reference, inputs, args.images, on_image=on_image)
-    for m in result.mismatches[:10]:
-        console.print(f"[red]image {m.image} output {m.output}: {m.differing_values} values differ "
-                      f"(max |diff| {m.max_abs_diff})[/]")
-    report = write_report(result, paths.REPORTS)
-    if result.cycles:
-        mean_cycles = sum(result.cycles) / len(result.cycles)
-        console.print(f"mean {mean_cycles:,.0f} cycles per inference ({result.clock_hz / 1e6:g} MHz counter, "
-                      f"{args.target}: see provenance above); {result.wall_s:.1f} s wall; report {report}")
-    print(result.summary_line())
-    return 0 if result.ok else EXIT_FAILED
+        for m in result.mismatches[:10]:
+            console.print(f"[red]image {m.image} output {m.output}: {m.differing_values} values differ "
+                          f"(max |diff| {m.max_abs_diff})[/]")
+        run.artifact(write_report(result, run.run_dir), "hil check's per-image results")
+        for m in check_measurements(result):
+            run.measurement(m)
+        if result.cycles:
+            mean_cycles = sum(result.cycles) / len(result.cycles)
+            console.print(f"mean {mean_cycles:,.0f} cycles per inference ({result.clock_hz / 1e6:g} MHz counter, "
+                          f"{args.target}: see provenance above); {result.wall_s:.1f} s wall")
+        code = run.done(0 if result.ok else EXIT_FAILED, "" if result.ok else result.summary_line())
+        print(result.summary_line())
+        return code
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -201,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_measure_parser(sub)  # hil measure (power analyzer); defined below
     _add_serve_parser(sub)  # hil serve (remote model server); defined below
     _add_accuracy_parser(sub)  # hil accuracy (end-to-end accuracy checks); defined below
+    add_run_parsers(sub)  # hil run, report, compare, runs, history: hil/cli_runs.py
     return parser
 
 
@@ -259,15 +285,30 @@ def cmd_measure(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     console.print(f"model {model.name} on {args.target}: {PROVENANCE[args.target]}; analyzer: "
                   f"{args.visa or 'simulated N6705C (ESP32-S3 datasheet power model)'}")
-    report = run_measure(model, _options(args), options, visa=args.visa, driver=args.analyzer,
-                         channel=args.channel, timeout_s=args.timeout)
-    for m in report.measurements:
-        console.print(f"  {m.name:>26} {m.value:12.4f} {m.unit:<8} {m.provenance}")
-    for note in report.notes:
-        console.print(f"[yellow]note: {note}[/]")
-    console.print(f"report {write_report(report, paths.REPORTS)}")
-    print(report.summary_line())
-    return 0 if report.ok else EXIT_FAILED
+    with CommandRun(args, "measure", model) as run:
+        report = run_measure(model, _options(args, run.recorder.logs_dir), options, visa=args.visa,
+                             driver=args.analyzer, channel=args.channel, timeout_s=args.timeout,
+                             on_open=lambda handle, dut: _record_bench(run, args, handle, dut))
+        for m in report.measurements:
+            console.print(f"  {m.name:>26} {m.value:12.4f} {m.unit:<8} {m.provenance}")
+            run.measurement(m)
+        for note in report.notes:
+            console.print(f"[yellow]note: {note}[/]")
+        if report.trace_plot is not None:
+            run.data("power_trace", report.trace_plot)
+        run.artifact(write_report(report, run.run_dir), "hil measure's report (windows, capture, notes)")
+        code = run.done(0 if report.ok else EXIT_FAILED, "" if report.ok else report.summary_line())
+        print(report.summary_line())
+        return code
+
+
+def _record_bench(run: CommandRun, args: argparse.Namespace, handle, dut) -> None:  # noqa: ANN001
+    """What the measure run used: the device (HELLO) and the analyzer (*IDN?)."""
+    run.device(dut.info, target=args.target, firmware=getattr(dut.target, "firmware", None))
+    analyzer = handle.analyzer
+    run.recorder.instrument(idn=str(analyzer.identity), driver=analyzer.driver_name,
+                            resource=analyzer.session.resource_name, simulated=handle.is_simulated,
+                            detail=handle.detail)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,27 +421,15 @@ def _add_accuracy_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
-    import contextlib
-
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hil.accuracy.job import (
-        AccuracyError,
-        AgileSpec,
-        FloatPipeline,
-        HostInt8,
-        RemoteMismatch,
-        ServerModel,
-        run_accuracy,
-        write_report,
-    )
+    from hil.accuracy.job import AccuracyError, AgileSpec, FloatPipeline, HostInt8, RemoteMismatch, write_report
     from hil.accuracy.subset import SubsetError, select_images
-    from hil.dut import DutError, open_dut
+    from hil.dut import DutError
     from hil.firmware.build import FirmwareBuildError
     from hil.model.artifacts import resolve_model
     from hil.server import protocol as server_protocol
-    from hil.server.client import RemoteClient, RemoteError
+    from hil.server.client import RemoteError
     from hil.targets.base import TargetError
     from hil.transport import frame
     from hil.transport.client import DeviceError
@@ -426,55 +455,74 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     console.print(f"images: {images.source}")
     device_errors = (LinkError, DeviceError, frame.ProtocolError, DutError, TargetError, FirmwareBuildError,
                      RemoteError, server_protocol.ProtocolError, RemoteMismatch, OSError)
-    try:
-        with contextlib.ExitStack() as stack:
-            if args.server is None:
-                from hil.server.remote_model import RemoteModel
-                from hil.server.service import RemoteServer, ServerConfig
+    with CommandRun(args, "accuracy", model) as run:
+        try:
+            result = _accuracy_on_device(args, run, model, spec, host, images, float_pipeline, notes, console)
+        except AccuracyError as exc:
+            print(f"hil accuracy: {exc}", file=sys.stderr)
+            return run.done(EXIT_USAGE, str(exc))
+        except device_errors as exc:
+            print(f"hil accuracy: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return run.done(EXIT_DEVICE, f"{type(exc).__name__}: {exc}")
+        if isinstance(result, int):
+            return run.done(result, "the server does not serve this model")
+        for m in result.mismatches[:10]:
+            console.print(f"[red]image {m.image} (test index {m.test_index}): {'; '.join(m.problems)}[/]")
+        if float_pipeline is not None:
+            console.print(f"float pipeline: device part from {float_pipeline.origin}; float accuracy "
+                          f"{result.float_accuracy:.3f}")
+        cycles = ", ".join(f"{k} {v:,.0f}" for k, v in result.median_cycles().items())
+        console.print(f"median cycles per image: {cycles} ({result.clock_hz / 1e6:g} MHz counter; "
+                      f"{result.provenance})")
+        console.print(f"{result.wall_s:.1f} s for {result.images} images")
+        for m in result.measurements():
+            run.measurement(m)
+        run.data("confusion_matrix", result.confusion())
+        run.artifact(write_report(result, run.run_dir), "hil accuracy's per-image results")
+        code = run.done(0 if result.ok else EXIT_FAILED, "" if result.ok else result.summary_line())
+        print(result.summary_line())
+        return code
 
-                server = RemoteServer([RemoteModel.load(spec.model_dir)], ServerConfig(host="127.0.0.1", port=0))
-                stack.callback(server.close)
-                address = server.start().address
-            else:
-                address = args.server
-            client = stack.enter_context(RemoteClient(*address, timeout=args.timeout))
-            served = client.info().model(model.sha256)
-            if served is None:
-                print(f"hil accuracy: the server at {address[0]}:{address[1]} does not serve {model.name} "
-                      f"(model.tflite sha256 {model.sha256[:16]})", file=sys.stderr)
-                return EXIT_DEVICE
-            console.print(f"remote model: {served.name} on {address[0]}:{address[1]}"
-                          + (" (in-process)" if args.server is None else ""))
-            dut = stack.enter_context(open_dut(model, _options(args)))
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[bad]} != host int8"), TimeRemainingColumn())
-            with Progress(*columns, console=console, transient=True, disable=args.quiet) as progress:
-                task = progress.add_task(f"accuracy {args.target}", total=len(images), bad=0)
-                bad = 0
 
-                def on_image(_index: int, ok: bool) -> None:
-                    nonlocal bad
-                    bad += not ok
-                    progress.update(task, advance=1, bad=bad)
+def _accuracy_on_device(args: argparse.Namespace, run: CommandRun, model, spec, host, images,  # noqa: ANN001
+                        float_pipeline, notes: list[str], console) -> AccuracyResult | int:  # noqa: ANN001
+    """The server (in-process unless --hil-server), the device, and the job; an exit code when the server does
+    not serve the model."""
+    import contextlib
 
-                result = run_accuracy(dut, ServerModel(client, model.sha256), host, images,
-                                      float_pipeline=float_pipeline, on_image=on_image, notes=notes)
-    except AccuracyError as exc:
-        print(f"hil accuracy: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except device_errors as exc:
-        print(f"hil accuracy: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_DEVICE
-    for m in result.mismatches[:10]:
-        console.print(f"[red]image {m.image} (test index {m.test_index}): {'; '.join(m.problems)}[/]")
-    if float_pipeline is not None:
-        console.print(f"float pipeline: device part from {float_pipeline.origin}; float accuracy "
-                      f"{result.float_accuracy:.3f}")
-    cycles = ", ".join(f"{k} {v:,.0f}" for k, v in result.median_cycles().items())
-    console.print(f"median cycles per image: {cycles} ({result.clock_hz / 1e6:g} MHz counter; {result.provenance})")
-    console.print(f"{result.wall_s:.1f} s for {result.images} images; report {write_report(result, paths.REPORTS)}")
-    print(result.summary_line())
-    return 0 if result.ok else EXIT_FAILED
+    from hil.accuracy.job import ServerModel, run_accuracy
+    from hil.dut import open_dut
+    from hil.server.client import RemoteClient
+
+    with contextlib.ExitStack() as stack:
+        if args.server is None:
+            from hil.server.remote_model import RemoteModel
+            from hil.server.service import RemoteServer, ServerConfig
+
+            server = RemoteServer([RemoteModel.load(spec.model_dir)], ServerConfig(host="127.0.0.1", port=0))
+            stack.callback(server.close)
+            address = server.start().address
+        else:
+            address = args.server
+        client = stack.enter_context(RemoteClient(*address, timeout=args.timeout))
+        served = client.info().model(model.sha256)
+        if served is None:
+            print(f"hil accuracy: the server at {address[0]}:{address[1]} does not serve {model.name} "
+                  f"(model.tflite sha256 {model.sha256[:16]})", file=sys.stderr)
+            return EXIT_DEVICE
+        console.print(f"remote model: {served.name} on {address[0]}:{address[1]}"
+                      + (" (in-process)" if args.server is None else ""))
+        dut = stack.enter_context(open_dut(model, _options(args, run.recorder.logs_dir)))
+        run.device(dut.info, target=args.target, firmware=getattr(dut.target, "firmware", None))
+        with ProgressDisplay(f"accuracy {args.target}", len(images), counter="!= host int8",
+                             quiet=args.quiet) as shown:
+
+            def on_image(index: int, ok: bool) -> None:
+                run.image(index, ok)
+                shown.advance(count=not ok)
+
+            return run_accuracy(dut, ServerModel(client, model.sha256), host, images,
+                                float_pipeline=float_pipeline, on_image=on_image, notes=notes)
 
 
 def main(argv: list[str] | None = None) -> int:

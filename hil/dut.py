@@ -2,17 +2,37 @@
 
 Shared by the pytest plugin's session-scoped `dut` fixture and the `hil` command, so a bench run and a CI run
 go through the same code: model -> firmware -> target -> link -> client.
+
+A `Dut` can be restarted in place (`restart()`: the emulator started again, or the board reset, then HELLO and
+the model check again), so a session outlives a device that crashed or stopped answering. A board's serial port
+is locked while a `Dut` has it open (`acquire_port_lock`): two processes (two pytest-xdist workers, two
+sessions) never drive one board at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hil.model.artifacts import DeviceModel
+
+if TYPE_CHECKING:
+    from hil.targets.base import Target
+    from hil.transport.client import DeviceClient
+    from hil.transport.frame import DeviceInfo, InferResult, OffloadResult
 
 log = logging.getLogger("hil.dut")
 
@@ -26,9 +46,132 @@ PROVENANCE = {
     "esp32s3": "measured on hardware (ESP32-S3)",
 }
 
+# Port locks live here (one file per port); HIL_LOCK_DIR overrides it, e.g. for sessions with different TMPDIRs.
+LOCK_DIR_ENV = "HIL_LOCK_DIR"
+
 
 class DutError(RuntimeError):
     """The device under test could not be started or does not run the expected model."""
+
+
+class PortBusyError(DutError):
+    """Another process (a pytest-xdist worker, another session) has the board's serial port open."""
+
+    def __init__(self, port: str, holder_pid: int | None, holder: str, lock_path: Path) -> None:
+        self.port = port
+        self.holder_pid = holder_pid
+        self.lock_path = lock_path
+        who = f"pid {holder_pid}" if holder_pid is not None else "a process whose pid is unknown"
+        details = f" ({holder})" if holder else ""
+        here = os.environ.get("PYTEST_XDIST_WORKER")
+        me = f"this process (pid {os.getpid()}{', pytest-xdist worker ' + here if here else ''})"
+        super().__init__(
+            f"serial port {port} is in use by {who}{details}, so {me} cannot open it: one board can be driven "
+            f"by one process at a time (lock file {lock_path}). With pytest -n (xdist), give each worker its own "
+            f"board and port (one bench file per worker) or run without -n; otherwise wait for {who} to finish, "
+            f"or stop it, and run again"
+        )
+
+
+@dataclass
+class PortLock:
+    """An exclusive flock on the lock file of one serial port, held until `release()`."""
+
+    port: str
+    path: Path
+    _fd: int | None = field(default=None, repr=False)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> PortLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _port_key(port: str) -> str:
+    """One spelling per port: a device path through its symlinks (/dev/serial/by-id/... == /dev/ttyUSB0), a URL
+    without its options (socket://host:4000?logging=debug == socket://host:4000)."""
+    if "://" in port:
+        scheme, _, rest = port.partition("://")
+        return f"{scheme.lower()}://{rest.split('?', 1)[0].rstrip('/').lower()}"
+    return os.path.realpath(port)
+
+
+def port_lock_path(port: str, lock_dir: Path | str | None = None) -> Path:
+    """The lock file of `port`: <temp dir>/hil-port-locks/<port>-<hash>.lock (or under $HIL_LOCK_DIR)."""
+    directory = Path(lock_dir or os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "hil-port-locks")
+    key = _port_key(port)
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:80]
+    return directory / f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.lock"
+
+
+def acquire_port_lock(port: str, lock_dir: Path | str | None = None) -> PortLock:
+    """Takes the exclusive, non-blocking lock of `port`, or raises PortBusyError naming the process holding it.
+
+    The lock is an flock on a file named after the port, so it covers every process on this machine (xdist
+    workers, separate sessions, the `hil` command) and goes away with its holder, even one that was killed.
+    """
+    path = port_lock_path(port, lock_dir)
+    try:
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):  # shared by every user of the machine, like /tmp itself
+                os.chmod(path.parent, 0o1777)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            writable = True
+        except PermissionError:  # another user's lock file: flock needs only a readable descriptor
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            writable = False
+    except OSError as exc:
+        raise DutError(
+            f"cannot create the lock file {path} for serial port {port}: {exc}; set {LOCK_DIR_ENV} to a writable "
+            f"directory"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        pid_text = holder.get("pid", "")
+        described = ", ".join(f"{k} {v}" for k, v in holder.items() if k in ("worker", "host", "since", "command"))
+        raise PortBusyError(port, int(pid_text) if pid_text.isdigit() else None, described, path) from None
+    except OSError as exc:
+        os.close(fd)
+        raise DutError(f"cannot lock {path} for serial port {port}: {exc}") from exc
+    if writable:
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        lines = [
+            f"pid={os.getpid()}",
+            f"host={socket.gethostname()}",
+            *([f"worker=pytest-xdist {worker}"] if worker else []),
+            f"since={time.strftime('%Y-%m-%d %H:%M:%S')}",
+            f"command={' '.join(sys.argv)[:200]}",
+            f"port={port}",
+        ]
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, ("\n".join(lines) + "\n").encode(), 0)
+    return PortLock(port, path, fd)
+
+
+def _read_holder(fd: int) -> dict[str, str]:
+    try:
+        text = os.pread(fd, 4096, 0).decode(errors="replace")
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 @dataclass
@@ -44,13 +187,18 @@ class DutOptions:
 
 @dataclass
 class Dut:
-    """A running device with the model loaded. Use as a context manager or call close()."""
+    """A running device with the model loaded. Use as a context manager or call close().
 
-    target: object
-    client: object
-    info: object
+    `restart()` replaces `client` and `info` in place (same object), so session-scoped users keep working.
+    """
+
+    target: Target
+    client: DeviceClient
+    info: DeviceInfo
     model: DeviceModel
     options: DutOptions
+    port_lock: PortLock | None = None  # a board's serial port, held until close()
+    restarts: int = 0  # how often restart() brought the device back
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -61,12 +209,104 @@ class Dut:
     def provenance(self) -> str:
         return PROVENANCE[self.options.target]
 
-    def infer(self, inputs: list[np.ndarray]):
+    @property
+    def pid(self) -> int | None:
+        """The emulator's process id (host, qemu), None for a board or a stopped target."""
+        pid = getattr(self.target, "pid", None)
+        return pid if isinstance(pid, int) else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def infer(self, inputs: list[np.ndarray]) -> InferResult:
         return self.client.infer(inputs)
 
-    def infer_offload(self, inputs: list[np.ndarray] | None = None):
+    def infer_offload(self, inputs: list[np.ndarray] | None = None) -> OffloadResult:
         """The AgileNN device step (INFER_OFFLOAD): local logits, compressed codes, cycles per stage."""
         return self.client.infer_offload(inputs)
+
+    def check_alive(self) -> None:
+        """Raises TargetError (with the end of the emulator's log) when the emulator's process has exited.
+        A board cannot be checked this way: only a request shows whether it still answers."""
+        check = getattr(self.target, "check_alive", None)
+        if callable(check):
+            check()
+
+    def is_alive(self) -> bool:
+        from hil.targets.base import TargetError
+
+        try:
+            self.check_alive()
+        except TargetError:
+            return False
+        return True
+
+    def diagnosis(self, max_chars: int = 2000) -> str:
+        """What the target can tell about a device that died or stopped answering: the emulator's exit status
+        and the end of its log, or what is known about a board. Never raises."""
+        try:
+            diagnose = getattr(self.target, "diagnose", None)
+            text = diagnose() if callable(diagnose) else None
+            if text:
+                return text
+            log_tail = getattr(self.target, "log_tail", None)
+            if callable(log_tail):
+                pid = self.pid
+                state = (f"{self.name} program still running (pid {pid}) but it did not answer as expected"
+                         if pid is not None else f"{self.name} program is not running")
+                return f"{state}; {log_tail(max_chars)}"
+            lines = [f"the {self.name} board on {self.options.port} stopped answering; the host keeps no log of "
+                     f"the board's console (UART0 carries the protocol), see the test's protocol log"]
+            esptool_log = getattr(self.target, "log_path", None)
+            if esptool_log:
+                lines.append(f"esptool log of the last flash: {esptool_log}")
+            return "; ".join(lines)
+        except Exception as exc:  # a diagnosis must never hide the failure it explains
+            return f"no diagnosis from the {self.name} target ({type(exc).__name__}: {exc})"
+
+    def restart(self) -> None:
+        """Brings the device back after it died or stopped answering, in place: the link is closed, the
+        emulator started again (a board is reset through RTS, as esptool does; see Esp32s3Target.reset), the
+        link reopened, HELLO answered and the model's sha256 checked again. Raises DutError (or the target's
+        error) when the device does not come back; the Dut can be restarted again or closed."""
+        from hil.targets.esp32s3 import ManualResetRequired
+
+        if self._closed:
+            raise DutError(f"the {self.name} device was closed; open a new one with open_dut()")
+        started = time.monotonic()
+        old_pid = self.pid
+        with contextlib.suppress(Exception):  # the old link may already be broken; that is why we restart
+            self.client.close()
+        manual_reset: ManualResetRequired | None = None
+        reset = getattr(self.target, "reset", None)
+        if callable(reset):  # a board: reset it, nothing to stop on the host side
+            try:
+                url = reset()
+            except ManualResetRequired as exc:  # reconnecting may still help when only the link was confused
+                manual_reset = exc
+                url = self.target.url or self.options.port or ""
+        else:
+            self.target.stop()
+            url = self.target.start()
+        try:
+            client, info = _connect(self.target, url, self.options)
+        except Exception as exc:
+            if manual_reset is not None:
+                raise DutError(f"{manual_reset}. Reconnecting without a reset did not help: {exc}") from exc
+            raise
+        self.client, self.info = client, info
+        try:
+            _check_model(info, self.model, self.options)
+        except DutError:
+            with contextlib.suppress(Exception):
+                client.close()
+            raise
+        self.restarts += 1
+        new_pid = self.pid
+        pids = f", pid {old_pid} -> {new_pid}" if new_pid is not None else ""
+        log.warning("restarted the %s device (restart %d%s) in %.2f s", self.name, self.restarts, pids,
+                    time.monotonic() - started)
 
     def close(self) -> None:
         if self._closed:
@@ -75,12 +315,16 @@ class Dut:
         try:
             self.client.close()
         finally:
-            self.target.stop()
+            try:
+                self.target.stop()
+            finally:
+                if self.port_lock is not None:
+                    self.port_lock.release()
 
     def __enter__(self) -> Dut:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -97,36 +341,63 @@ def firmware_for(model: DeviceModel, options: DutOptions) -> Path | None:
     return None  # esp32s3 without --hil-fw: the board already runs the firmware; checked by sha256 below
 
 
-def open_dut(model: DeviceModel, options: DutOptions) -> Dut:
-    """Builds (if needed) and starts the target, connects and checks that the device runs `model`."""
-    from hil.targets import get_target
+def _connect(target: Target, url: str, options: DutOptions) -> tuple[DeviceClient, DeviceInfo]:
+    """Opens the link to a started target and says HELLO. Every read and write has options.timeout_s."""
     from hil.transport.client import DeviceClient
     from hil.transport.link import open_link
 
-    if options.target not in TARGETS:
-        raise DutError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
-    firmware = firmware_for(model, options)
-    target = get_target(
-        options.target, firmware=firmware, port=options.port, baud=options.baud,
-        flash=options.flash, log_dir=options.log_dir,
-    )
-    url = target.start()
+    link = open_link(url, baudrate=options.baud, timeout=options.timeout_s)
+    # A dead emulator fails the next read at once, with the target's own account of why it exited.
+    link.diagnose = getattr(target, "diagnose", None)
+    client = DeviceClient(link)
     try:
-        link = open_link(url, baudrate=options.baud, timeout=options.timeout_s)
-        # A dead emulator fails the next read at once, with the target's own account of why it exited.
-        link.diagnose = getattr(target, "diagnose", None)
-        client = DeviceClient(link)
         info = client.hello()
     except BaseException:
-        target.stop()
+        client.close()
         raise
-    dut = Dut(target, client, info, model, options)
+    return client, info
+
+
+def _check_model(info: DeviceInfo, model: DeviceModel, options: DutOptions) -> None:
     if info.model_sha256 != model.sha256:
-        dut.close()
         raise DutError(
             f"the {options.target} device runs model {info.model_name!r} (sha256 {info.model_sha256[:16]}...), "
             f"not {model.name!r} (sha256 {model.sha256[:16]}...); rebuild/flash the firmware for this model "
             f"or pass the matching --hil-model"
         )
+
+
+def open_dut(model: DeviceModel, options: DutOptions) -> Dut:
+    """Builds (if needed) and starts the target, connects and checks that the device runs `model`.
+
+    A board's serial port is locked first (PortBusyError when another process has it) and stays locked until
+    the Dut is closed."""
+    from hil.targets import get_target
+
+    if options.target not in TARGETS:
+        raise DutError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
+    lock = acquire_port_lock(options.port) if options.target not in EMULATED_TARGETS and options.port else None
+    try:
+        firmware = firmware_for(model, options)
+        target = get_target(
+            options.target, firmware=firmware, port=options.port, baud=options.baud,
+            flash=options.flash, log_dir=options.log_dir,
+        )
+        url = target.start()
+        try:
+            client, info = _connect(target, url, options)
+        except BaseException:
+            target.stop()
+            raise
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    dut = Dut(target, client, info, model, options, port_lock=lock)
+    try:
+        _check_model(info, model, options)
+    except DutError:
+        dut.close()
+        raise
     log.info("connected to %s: %s", options.target, info)
     return dut

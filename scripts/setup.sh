@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-misc gcc-xtensa-lx106 binutils-xtensa-lx106 picolibc-xtensa-lx106-elf gcc make)
+APT_PACKAGES=(qemu-system-misc gcc-xtensa-lx106 binutils-xtensa-lx106 picolibc-xtensa-lx106-elf gcc make
+              chromium chromium-driver)
 PICOLIBC_SPECS=/usr/lib/xtensa-lx106-elf/picolibc.specs
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -16,6 +17,8 @@ command -v xtensa-lx106-elf-gcc >/dev/null || need_apt+=(gcc-xtensa-lx106 binuti
 [ -f "$PICOLIBC_SPECS" ] || need_apt+=(picolibc-xtensa-lx106-elf)
 command -v gcc >/dev/null || need_apt+=(gcc)
 command -v make >/dev/null || need_apt+=(make)
+command -v chromium >/dev/null || need_apt+=(chromium)  # the run page's browser test (tests/test_report_page.py)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

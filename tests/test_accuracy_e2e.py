@@ -71,7 +71,7 @@ def test_accuracy_command_on_the_committed_subset(tiny, target, reports, capsys)
     m = SUMMARY.match(out[-1])
     assert m, out[-1]
     assert (m["n"], m["matched"], m["target"]) == (str(IMAGES), str(IMAGES), target)
-    report = json.loads((reports / f"accuracy-{target}.json").read_text())
+    report = json.loads((reports / "latest" / f"accuracy-{target}.json").read_text())
     assert report["ok"] and report["summary"] == out[-1] and report["images"] == IMAGES
     assert report["class_counts"] == [IMAGES // 10] * 10
     assert "test-subset-500.npz" in report["images_source"] and report["mismatches"] == []
@@ -112,7 +112,7 @@ def test_accuracy_on_the_models_own_test_set_equals_the_export_card(tiny, report
     rc, out, err = _run(["--target", "host", "--model", str(tiny.model), "--images", "all", "--data",
                          str(tiny.npz)], capsys)
     assert rc == 0, err
-    report = json.loads((reports / "accuracy-host.json").read_text())
+    report = json.loads((reports / "latest" / "accuracy-host.json").read_text())
     acc = tiny.card["accuracy"]
     assert report["images"] == acc["samples"]
     assert report["accuracy"]["combined"] == acc["combined_int8"]
@@ -148,7 +148,7 @@ def test_a_device_that_differs_from_host_int8_fails_the_command(tiny, reports, c
     assert rc == 1
     assert out[-1].endswith("device == host int8 on 19/20 (host)")
     assert "image 3 (test index" in err and "local logits: 1 of 10 values differ" in err
-    report = json.loads((reports / "accuracy-host.json").read_text())
+    report = json.loads((reports / "latest" / "accuracy-host.json").read_text())
     assert not report["ok"] and [m["image"] for m in report["mismatches"]] == [3]
 
 
@@ -183,7 +183,7 @@ def test_an_export_without_device_float_keras_still_checks_the_device(tiny, tmp_
     rc, out, err = _run(["--target", "host", "--model", str(old), "--images", "10"], capsys)
     assert rc == 0, err
     assert "agreement with float n/a" in out[-1] and out[-1].endswith("device == host int8 on 10/10 (host)")
-    report = json.loads((reports / "accuracy-host.json").read_text())
+    report = json.loads((reports / "latest" / "accuracy-host.json").read_text())
     assert report["agreement_with_float"] is None and "no device_float.keras" in report["notes"][0]
 
 
@@ -250,19 +250,21 @@ def test_result_figures():
 
 @pytest.mark.tf
 def test_hil_accuracy_tests_through_the_plugin(tiny, pytester):
-    source = (Path(__file__).parent / "hil" / "test_accuracy.py").read_text()
+    source = (paths.SUITE / "test_accuracy.py").read_text()
     pytester.makepyfile(test_inner=source)
     out = pytester.path / "out"
     result = pytester.runpytest("--hil-target", "host", "--hil-model", str(tiny.model), "--hil-images", "50",
                                 "--hil-report-dir", str(out), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4)
-    results = json.loads((out / "measurements" / "results.json").read_text())
-    names = {m["name"]: m for r in results["records"] for m in r["measurements"]}
+    results = json.loads((out / "latest" / "results.json").read_text())
+    names = {m["name"]: m for m in results["metrics"]}
     assert names["device_equals_host_int8"]["value"] == 50 and names["device_equals_host_int8"]["passed"]
     assert names["agreement_with_float"]["low"] == 0.99 and names["agreement_with_float"]["passed"]
     assert names["accuracy_top1_ci95_low"]["value"] <= names["accuracy_top1"]["value"]
     assert names["accuracy_top1"]["provenance"] == "emulated"
-    assert json.loads((out / "accuracy-host.json").read_text())["images"] == 50
+    assert json.loads((out / "latest" / "accuracy-host.json").read_text())["images"] == 50
+    confusion = results["data"]["confusion_matrix"][-1]["value"]["matrix"]
+    assert sum(map(sum, confusion)) == 50
 
     # --hil-images all: the whole test set of --hil-data (here the tiny model's own 32 images), and the
     # count-based tests get that many too.
@@ -369,7 +371,7 @@ def test_16x8_accuracy_command_device_equals_host(tiny16, target, reports, capsy
     assert rc == 0, err
     m = SUMMARY_16X8.match(out[-1])
     assert m and (m["n"], m["matched"], m["target"]) == ("30", "30", target), out[-1]
-    report = json.loads((reports / f"accuracy-{target}.json").read_text())
+    report = json.loads((reports / "latest" / f"accuracy-{target}.json").read_text())
     assert report["device_part"] == "16x8" and not report["input_quantization"]["uint8_minus_128"]
 
     meta = json.loads((tiny16.model / "agilenn.json").read_text())

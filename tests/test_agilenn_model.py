@@ -34,7 +34,7 @@ def test_trained_agilenn_on_qemu_matches_host_int8_and_its_card(reports, capsys)
     rc = main(["accuracy", "--quiet", "--target", "qemu", "--model", str(AGILENN), "--images", str(IMAGES)])
     out, err = capsys.readouterr()
     assert rc == 0, err  # 0: the device equals host int8 on every image
-    report = json.loads((reports / "accuracy-qemu.json").read_text())
+    report = json.loads((reports / "latest" / "accuracy-qemu.json").read_text())
     assert report["images"] == IMAGES and report["mismatches"] == []
     assert report["class_counts"] == [IMAGES // 10] * 10
 

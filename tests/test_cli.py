@@ -24,7 +24,7 @@ def test_check_any_tflite_on_host(tmp_path, reports, capsys):
     rc = main(["check", "--target", "host", "--images", "20", "--model", str(model), "--quiet"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == "bit-exact 20/20 on host"
     assert rc == 0
-    assert (reports / "check-host.json").is_file()
+    assert (reports / "latest" / "check-host.json").is_file()
 
 
 @pytest.mark.timeout(120)

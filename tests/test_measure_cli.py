@@ -8,7 +8,6 @@ import pytest
 from hil import paths
 from hil.cli import main
 from hil.instruments.simulated import start_simulated_analyzer
-from hil.measure.measurement import read_results
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def test_measure_on_qemu_prints_latency_energy_and_power(reports, capsys):
     # qemu's synthetic-extractor: 390,592 cycles at its 40 MHz counter; ESP32-S3 datasheet: 72.4 mA at 3.3 V
     assert last.startswith("median latency 9.7") and "ms (emulated: qemu)" in last
     assert "mJ/inference (modelled)" in last and "mW (modelled)" in last
-    report = json.loads((reports / "measure-qemu.json").read_text())
+    report = json.loads((reports / "latest" / "measure-qemu.json").read_text())
     assert report["ok"] and report["windows_found"] == 5 and report["summary"] == last
     energy = next(m for m in report["measurements"] if m["name"] == "energy_per_inference")
     assert energy["value"] == pytest.approx(0.0724 * 3.3 * 9.767, rel=0.01)
@@ -40,7 +39,7 @@ def test_measure_span_mode_with_idle_subtracted(reports, capsys):
                "--mode", "span", "--subtract-idle",
                "--link", "bt-270kbps", "--payload-bytes", "27000"])
     assert rc == 0
-    report = json.loads((reports / "measure-qemu.json").read_text())
+    report = json.loads((reports / "latest" / "measure-qemu.json").read_text())
     figures = {m["name"]: m for m in report["measurements"]}
     # MLPerf Tiny style: first to last edge / N; with the idle power removed only the inference's excess is left
     assert figures["energy_per_inference"]["value"] == pytest.approx((0.0724 - 0.0329) * 3.3 * 9.767, rel=0.01)
@@ -49,7 +48,7 @@ def test_measure_span_mode_with_idle_subtracted(reports, capsys):
     assert figures["offload_bt_270kbps"]["value"] == pytest.approx(27000 * 8 / 270e3 * 1e3)
     rc = main(["measure", "--model", str(paths.SYNTHETIC_MODEL), "--target", "qemu", "--images", "2",
                "--idle-power-mw", "0"])
-    energy = json.loads((reports / "measure-qemu.json").read_text())["measurements"][3]
+    energy = json.loads((reports / "latest" / "measure-qemu.json").read_text())["measurements"][3]
     assert rc == 0 and energy["name"] == "energy_per_inference"
     assert energy["value"] == pytest.approx(0.0724 * 3.3 * 9.767, rel=0.01)  # nothing subtracted
 
@@ -93,11 +92,15 @@ def test_plugin_records_measurements_into_the_results_file(pytester):
     result = pytester.runpytest("--hil-target", "host", "--hil-report-dir", str(out), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*measurement out of limits: energy_per_inference = 9 mJ*FAIL*"])
-    records = read_results(out / "measurements" / "results.json")
-    assert [r.key for r in records] == ["test_inner.py::test_measure", "test_inner.py::test_out_of_limits"]
-    names = {m.name: m for m in records[0].measurements}
-    assert names["latency_device"].provenance == "emulated" and names["energy_per_inference"].provenance == "modelled"
-    assert records[1].measurements[0].passed is False  # a failed figure is still written
+    results = json.loads((out / "latest" / "results.json").read_text())
+    assert results["verdict"] == "fail" and results["counts"] == {"passed": 1, "failed": 1}
+    by_test = {t: [m for m in results["metrics"] if m["test"] == t]
+               for t in ("test_inner.py::test_measure", "test_inner.py::test_out_of_limits")}
+    names = {m["name"]: m for m in by_test["test_inner.py::test_measure"]}
+    assert names["latency_device"]["provenance"] == "emulated"
+    assert names["energy_per_inference"]["provenance"] == "modelled"
+    assert by_test["test_inner.py::test_out_of_limits"][0]["passed"] is False  # a failed figure is still written
+    assert results["out_of_limits"] == ["test_out_of_limits::energy_per_inference"]
 
 
 def test_visa_option_and_bench_resource_reach_the_fixture(pytester):

@@ -25,11 +25,13 @@ def test_dut_is_session_scoped_and_each_test_gets_a_log(pytester):
     result = pytester.runpytest("--hil-target", "host", "--hil-report-dir", str(pytester.path / "out"), "-p",
                                 "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    logs = sorted(p.name for p in (pytester.path / "out" / "logs").glob("*.log"))
+    run = (pytester.path / "out" / "latest").resolve()  # the session's run directory, reports/runs/<run>
+    assert run.parent.name == "runs" and run.name.endswith("-host-synthetic-extractor")
+    logs = sorted(p.name for p in (run / "logs").glob("*.log"))
     assert logs == ["test_inner.py_test_first.log", "test_inner.py_test_second.log"]
-    first_log = (pytester.path / "out" / "logs" / "test_inner.py_test_first.log").read_text()
+    first_log = (run / "logs" / "test_inner.py_test_first.log").read_text()
     assert "sent INFER" in first_log  # the protocol traffic of that test, and only of that test
-    assert "sent INFER" not in (pytester.path / "out" / "logs" / "test_inner.py_test_second.log").read_text()
+    assert "sent INFER" not in (run / "logs" / "test_inner.py_test_second.log").read_text()
 
 
 @pytest.mark.timeout(120)

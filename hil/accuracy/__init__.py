@@ -1,4 +1,4 @@
-"""End-to-end accuracy of AgileNN on the device under test (`hil accuracy`, tests/hil/test_accuracy.py).
+"""End-to-end accuracy of AgileNN on the device under test (`hil accuracy`, hil/suite/test_accuracy.py).
 
 - `hil.accuracy.subset`: the committed CIFAR-10 test subset (fixtures/cifar10/) and the full test set, as
   `ImageSet`s;

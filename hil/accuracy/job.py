@@ -31,7 +31,9 @@ import numpy as np
 
 from hil import paths
 from hil.accuracy.subset import ImageSet
+from hil.dut import EMULATED_TARGETS
 from hil.export.agilenn import Quant, wilson_interval
+from hil.measure.measurement import Measurement, Provenance
 from hil.offload.codec import PayloadError, decode_payload, encode_payload
 from hil.offload.value_codes import ValueCodes
 
@@ -46,6 +48,7 @@ log = logging.getLogger("hil.accuracy")
 REPORT_FORMAT = "hil-accuracy/1"
 FLOAT_BATCH = 250
 STAGES = ("extractor", "local_nn", "compress", "total")
+AGREEMENT_MIN = 0.99  # device + server against the float Keras pipeline: the accuracy check's bound
 
 FLOAT_PIPELINE = (
     "float Keras pipeline: device_float.keras (extractor + fixed channel split + Local NN, float32) on the "
@@ -369,6 +372,46 @@ class AccuracyResult:
     def median_cycles(self) -> dict[str, float]:
         stages = [s for s in STAGES if all(s in c for c in self.cycles)] if self.cycles else []
         return {s: float(statistics.median(c[s] for c in self.cycles)) for s in stages}
+
+    def measurements(self) -> list[Measurement]:
+        """The figures a run records (hil accuracy and the HIL suite's accuracy tests): device == host, accuracy
+        with its interval, agreement with the float pipeline, payload and per-stage cycles."""
+        kind: Provenance = "emulated" if self.target in EMULATED_TARGETS else "measured"
+        lo, hi = self.ci95
+        source = f"{self.images} images: {self.images_source}"
+        figures = [
+            Measurement("device_equals_host_int8", self.matched, "images", kind,
+                        f"of {self.images} images ({self.images_source}); {self.provenance}",
+                        low=self.images, high=self.images),
+            Measurement("accuracy_top1", self.accuracy, "fraction", kind,
+                        f"combined prediction vs labels, Wilson 95% [{lo:.4f}, {hi:.4f}], {source}"),
+            Measurement("accuracy_top1_ci95_low", lo, "fraction", kind, "Wilson score, 95%"),
+            Measurement("accuracy_top1_ci95_high", hi, "fraction", kind, "Wilson score, 95%"),
+            Measurement("payload_bytes_mean", self.mean_payload_bytes, "B", kind,
+                        "compressed remote codes per image, header included (OFFLOAD.md)",
+                        values=tuple(self.payload_bytes)),
+        ]
+        if self.agreement is not None:
+            figures.append(Measurement(
+                "agreement_with_float", self.agreement, "fraction", kind,
+                f"argmax(combined, device {self.device_part} + server) == argmax(combined, float Keras pipeline) on "
+                f"{self.images} images; float top-1 {self.float_accuracy:.4f}", low=AGREEMENT_MIN))
+        for stage, cycles in self.median_cycles().items():
+            figures.append(Measurement(f"cycles_{stage}_median", cycles, "cycles", kind,
+                                       f"{self.provenance}; {self.clock_hz / 1e6:g} MHz counter",
+                                       values=tuple(c[stage] for c in self.cycles)))
+        return figures
+
+    def confusion(self) -> dict[str, Any]:
+        """Counts of (label, combined prediction); a prediction of -1 (no remote logits) is its own column."""
+        classes = int(self.local_q.shape[-1]) if self.local_q.ndim == 2 else int(self.labels.max(initial=0)) + 1
+        matrix = np.zeros((classes, classes + 1), dtype=np.int64)
+        for y, p in zip(self.labels.astype(np.int64), self.predictions.astype(np.int64), strict=True):
+            matrix[y, p if p >= 0 else classes] += 1
+        labels = [str(c) for c in range(classes)]
+        if matrix[:, classes].any():
+            return {"labels": labels, "predicted": [*labels, "none"], "matrix": matrix.tolist()}
+        return {"labels": labels, "matrix": matrix[:, :classes].tolist()}
 
     def summary_line(self) -> str:
         lo, hi = self.ci95

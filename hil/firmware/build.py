@@ -1,14 +1,18 @@
 """Builds the firmware for the emulated ports (host, qemu) with device_fw/Makefile, cached by content.
 
 The output directory is named after a hash of everything that goes into the binary (sources, headers,
-Makefile, model C, port, compiler), so an up-to-date build is found without running make, and a build
-directory is never rewritten under a process that is running its binary (other test sessions may be).
+Makefile, model C, port, compiler, firmware version), so an up-to-date build is found without running make, and
+a build directory is never rewritten under a process that is running its binary (other test sessions may be).
+
+The sources are device_fw/ of a checkout or the copy an installed wheel carries (hil.paths); make only reads
+them, and writes under the build root (hil.paths.BUILD, a user cache directory when installed).
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -68,6 +72,17 @@ def _check_port(port: str) -> None:
         raise ValueError(f"no make build for port '{port}': choose {' or '.join(PORTS)} (esp32s3 uses ESP-IDF)")
 
 
+def _fw_version(device_fw: Path) -> str | None:
+    """The firmware version to pass to make: None in a checkout, where the Makefile reads it from
+    ../pyproject.toml; elsewhere (an installed wheel) the installed hil's version."""
+    if (device_fw.parent / "pyproject.toml").is_file():
+        return None
+    try:
+        return importlib.metadata.version("hil")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"  # what the Makefile says without pyproject.toml
+
+
 def _source_files(device_fw: Path, port: str, model_dir: Path, kernels: bool) -> list[Path]:
     core = device_fw / "core"
     groups: Iterable[Iterable[Path]] = (
@@ -84,6 +99,9 @@ def _source_files(device_fw: Path, port: str, model_dir: Path, kernels: bool) ->
 def _digest(device_fw: Path, port: str, model_dir: Path, kernels: bool) -> str:
     h = hashlib.sha256()
     h.update(f"port={port} kernels={kernels}\n".encode())
+    version = _fw_version(device_fw)
+    if version is not None:  # otherwise pyproject.toml, which holds it, is one of the hashed files
+        h.update(f"fw_version={version}\n".encode())
     compiler = shutil.which(COMPILERS[port])
     if compiler:  # a compiler upgrade must not reuse old objects; its size and mtime are a cheap proxy
         st = os.stat(compiler)
@@ -141,6 +159,9 @@ def build_firmware(
         ]  # fmt: skip
         if not kernels:
             cmd.append("KERNELS=")
+        version = _fw_version(device_fw)
+        if version is not None:
+            cmd.append(f"FW_VERSION={version}")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired as exc:

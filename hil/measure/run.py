@@ -17,13 +17,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from hil.dut import EMULATED_TARGETS, PROVENANCE, Dut, DutOptions
+from hil.dut import EMULATED_TARGETS, PROVENANCE, Dut, DutOptions, open_dut
 from hil.instruments.base import CaptureConfig, PowerAnalyzer, Trace
 from hil.instruments.simulated import SimulatedAnalyzer, start_simulated_analyzer
 from hil.instruments.simulated.dut_activity import DutActivity
@@ -142,6 +143,7 @@ class MeasureReport:
     windows: list[dict] = field(default_factory=list)  # start, end, energy per window (trace time)
     notes: list[str] = field(default_factory=list)
     capture: dict = field(default_factory=dict)
+    trace_plot: dict | None = None  # a decimated copy of the trace for plots (see plot_trace)
 
     def get(self, name: str) -> Measurement:
         for m in self.measurements:
@@ -311,22 +313,45 @@ def _report(
     return MeasureReport(
         target=target, target_provenance=PROVENANCE[target], model=dut.model.name, model_sha256=dut.model.sha256,
         inferences=options.images, analyzer=handle.analyzer.name, mode=options.mode, measurements=measurements,
-        windows=windows, notes=notes,
+        windows=windows, notes=notes, trace_plot=plot_trace(trace, windows, kind=a_kind),
         capture={"sample_interval_s": config.sample_interval_s, "points": config.points,
                  "pretrigger_points": config.pretrigger_points, "trigger": config.trigger,
                  "source": trace.source, "t0_s": trace.t0, "duration_s": trace.duration_s},
     )
 
 
+PLOT_POINTS = 4000
+
+
+def plot_trace(trace: Trace, windows: list[dict], *, kind: str, points: int = PLOT_POINTS) -> dict:
+    """The trace decimated to at most `points` samples (each the mean of its block, so energy reads true, with
+    the block's peak kept beside it), the inference windows, and where the numbers come from."""
+    n = trace.n
+    step = max(1, -(-n // points))
+    usable = n - n % step if n >= step else n
+    blocks = max(1, usable // step)
+    current = trace.current[: blocks * step].reshape(blocks, -1)
+    times = trace.times[: blocks * step].reshape(blocks, -1)
+    voltage = trace.voltage[: blocks * step].reshape(blocks, -1).mean(axis=1)
+    return {
+        "t_s": times[:, 0].round(9).tolist(), "current_a": current.mean(axis=1).round(9).tolist(),
+        "current_peak_a": current.max(axis=1).round(9).tolist(),
+        "voltage_v": float(voltage[0]) if np.allclose(voltage, voltage[0]) else voltage.round(6).tolist(),
+        "windows": [[w["start_s"], w["end_s"]] for w in windows], "decimation": step,
+        "provenance": kind, "source": trace.source,
+    }
+
+
 def run_measure(
     model, dut_options: DutOptions, options: MeasureOptions, *, visa: str | None = None, driver: str | None = None,
     channel: int = 1, timeout_s: float = 5.0,
+    on_open: Callable[[AnalyzerHandle, Dut], None] | None = None,
 ) -> MeasureReport:
-    """Opens the analyzer and the device, measures, closes both."""
-    from hil.dut import open_dut
-
+    """Opens the analyzer and the device (`on_open` is told both, to record them), measures, closes both."""
     with open_power_analyzer(visa, driver, channel=channel, seed=options.seed, timeout_s=timeout_s) as handle, \
             open_dut(model, dut_options) as dut:
+        if on_open is not None:
+            on_open(handle, dut)
         return measure(dut, handle, options)
 
 

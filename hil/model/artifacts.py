@@ -2,7 +2,9 @@
 
 A model directory holds `model.tflite` (the source of truth), `hil_model.c` generated from it by the compiler
 and `model.json` (the compiler's summary, with the .tflite's sha256). A bare .tflite is compiled on demand into
-a cache directory keyed by its hash, so `hil check --model any.tflite` needs no manual step.
+a cache directory keyed by its hash, so `hil check --model any.tflite` needs no manual step. The cache is under
+hil.paths.BUILD: device_fw/build/models in a checkout, the user cache directory when hil is installed from a wheel
+(whose package data holds the default model, hil.paths.DEFAULT_MODEL).
 """
 
 from __future__ import annotations

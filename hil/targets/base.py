@@ -119,6 +119,12 @@ class PtyProcessTarget(abc.ABC):
         return self._url
 
     @property
+    def pid(self) -> int | None:
+        """The process id of the running program (None before start() and after stop()); a test may kill it
+        to check how a session survives a device that dies."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def returncode(self) -> int | None:
         """The program's exit status once it has exited, else None."""
         return None if self._proc is None else self._proc.poll()

@@ -63,6 +63,10 @@ class EsptoolError(Esp32s3Error):
     """esptool failed or timed out."""
 
 
+class ManualResetRequired(Esp32s3Error):
+    """The board cannot be reset from the host (a raw TCP bridge carries no DTR/RTS lines)."""
+
+
 @dataclass(frozen=True)
 class FlashPlan:
     """What `idf.py flash` would write, read from build/flasher_args.json."""
@@ -350,6 +354,27 @@ class Esp32s3Target:
             reset_board(self.port)
         # The ROM's boot text follows at 115200 baud; the client reads it as noise and skips it while
         # searching for the frame magic, so only the time to boot matters here.
+        time.sleep(self.boot_wait_s)
+        self._url = self.port
+        return self._url
+
+    def reset(self) -> str:
+        """Hard-resets the board (EN pulsed through RTS, as esptool does) without flashing, waits for it to
+        boot and returns the port URL: what a session does after the board stopped answering.
+
+        Raises ManualResetRequired for a `socket://` port: a raw TCP bridge carries no modem lines, so only
+        a person (or an rfc2217:// bridge) can reset the board.
+        """
+        if self.port.lower().startswith("socket://"):
+            raise ManualResetRequired(
+                f"cannot reset the ESP32-S3 behind {self.port} from the host: a raw TCP serial bridge "
+                f"(socket://) carries no DTR/RTS lines. Press the board's RESET button (or power-cycle it), or "
+                f"export the port over RFC 2217 (rfc2217://host:port, e.g. ser2net with telnet serial control) "
+                f"so that hil can reset it"
+            )
+        check_port(self.port)
+        self._url = None
+        reset_board(self.port)
         time.sleep(self.boot_wait_s)
         self._url = self.port
         return self._url

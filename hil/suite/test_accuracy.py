@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from hil.accuracy.job import AGREEMENT_MIN
 from hil.dut import EMULATED_TARGETS
 from hil.measure.measurement import Measurement
-
-AGREEMENT_MIN = 0.99  # the issue's bound: int8 device + server vs the float Keras pipeline
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def accuracy(request: pytest.FixtureRequest, hil_model, hil_dataset):
     """One run of the accuracy job over `hil_dataset` (hil.accuracy.job.AccuracyResult), its JSON report in
     <report dir>/accuracy-<target>.json."""
     from hil.accuracy.job import AccuracyError, AgileSpec, FloatPipeline, HostInt8, run_accuracy, write_report
-    from hil.plugin import report_dir
+    from hil.plugin.runs import recorder
 
     model_dir = hil_model.tflite_path.parent
     if not (model_dir / "agilenn.json").is_file():
@@ -47,12 +47,13 @@ def accuracy(request: pytest.FixtureRequest, hil_model, hil_dataset):
         float_pipeline = None
         notes.append(str(exc))
     result = run_accuracy(dut, remote, HostInt8(spec), hil_dataset, float_pipeline=float_pipeline, notes=notes)
-    write_report(result, report_dir(request.config))
+    run = recorder(request.config)
+    run.artifact(write_report(result, run.run_dir), "the accuracy job's per-image results")
     return result
 
 
-def _provenance(result) -> str:
-    return "emulated" if result.target in EMULATED_TARGETS else "measured"
+def _figures(accuracy) -> dict[str, Measurement]:
+    return {m.name: m for m in accuracy.measurements()}
 
 
 def test_device_offload_step_equals_host_int8_on_every_image(accuracy, hil_results):
@@ -60,12 +61,9 @@ def test_device_offload_step_equals_host_int8_on_every_image(accuracy, hil_resul
     (agilenn.json's table, the reference encoder) on the host give exactly what the device sent."""
     n = accuracy.images
     first = [f"image {m.image} (test index {m.test_index}): {'; '.join(m.problems)}" for m in accuracy.mismatches[:3]]
-    hil_results.meta.update(target=accuracy.target, model=accuracy.model, summary=accuracy.summary_line())
+    figure = _figures(accuracy)["device_equals_host_int8"]
     # Recorded with limits [n, n]: out of them, record() fails the test with this detail (the first mismatches).
-    hil_results.record(Measurement("device_equals_host_int8", accuracy.matched, "images", _provenance(accuracy),
-                                   detail=f"of {n} images ({accuracy.images_source}); {accuracy.provenance}"
-                                          + "".join(f"; {f}" for f in first),
-                                   low=n, high=n))
+    hil_results.record(replace(figure, detail=figure.detail + "".join(f"; {f}" for f in first)))
     assert accuracy.mismatches == []
     assert n > 0 and len(accuracy.payload_bytes) == n and all(b > 0 for b in accuracy.payload_bytes)
 
@@ -85,32 +83,20 @@ def test_final_prediction_is_alpha_local_plus_remote_as_trained(accuracy, hil_mo
 def test_combined_prediction_agrees_with_the_float_pipeline(accuracy, hil_results):
     if accuracy.agreement is None:
         pytest.skip(f"no float pipeline for this model: {'; '.join(accuracy.notes)}")
-    hil_results.record(Measurement(
-        "agreement_with_float", accuracy.agreement, "fraction", _provenance(accuracy),
-        detail=f"argmax(combined, device int8 + server) == argmax(combined, float Keras pipeline) on "
-               f"{accuracy.images} images; float top-1 {accuracy.float_accuracy:.4f}",
-        low=AGREEMENT_MIN,
-    ))  # fails the test below the bound
+    figure = hil_results.record(_figures(accuracy)["agreement_with_float"])  # fails the test below the bound
+    assert figure.low == AGREEMENT_MIN
 
 
 def test_top1_accuracy_is_reported_with_its_confidence_interval(accuracy, hil_results):
     lo, hi = accuracy.ci95
-    n, p = accuracy.images, _provenance(accuracy)
-    source = f"{n} images: {accuracy.images_source}"
-    hil_results.meta.update(target=accuracy.target, model=accuracy.model, summary=accuracy.summary_line())
-    hil_results.record(Measurement("accuracy_top1", accuracy.accuracy, "fraction", p,
-                                   detail=f"combined prediction vs labels, Wilson 95% [{lo:.4f}, {hi:.4f}], {source}"))
-    hil_results.record(Measurement("accuracy_top1_ci95_low", lo, "fraction", p, detail="Wilson score, 95%"))
-    hil_results.record(Measurement("accuracy_top1_ci95_high", hi, "fraction", p, detail="Wilson score, 95%"))
-    hil_results.record(Measurement("payload_bytes_mean", accuracy.mean_payload_bytes, "B", p,
-                                   detail="compressed remote codes per image, header included (OFFLOAD.md)",
-                                   values=tuple(accuracy.payload_bytes)))
-    for stage, cycles in accuracy.median_cycles().items():
-        hil_results.record(Measurement(f"cycles_{stage}_median", cycles, "cycles", p,
-                                       detail=f"{accuracy.provenance}; {accuracy.clock_hz / 1e6:g} MHz counter",
-                                       values=tuple(c[stage] for c in accuracy.cycles)))
+    n = accuracy.images
+    hil_results.extend(m for m in accuracy.measurements()
+                       if m.name not in ("device_equals_host_int8", "agreement_with_float"))
+    hil_results.data("confusion_matrix", accuracy.confusion())
     assert 0.0 <= lo <= accuracy.accuracy <= hi <= 1.0
     assert accuracy.correct == int(np.sum(accuracy.predictions == accuracy.labels))
     # The interval shrinks like 1 / sqrt(n): a width check catches an interval computed on the wrong count.
     assert hi - lo <= 2 * 1.96 * math.sqrt(0.25 / n) + 1e-9
     assert accuracy.median_cycles()["total"] > 0
+    assert all(m.provenance == ("emulated" if accuracy.target in EMULATED_TARGETS else "measured")
+               for m in accuracy.measurements())

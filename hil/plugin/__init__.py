@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,10 +28,16 @@ from hil.model.artifacts import DeviceModel, resolve_model
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.accuracy.subset import ImageSet  # the accuracy section
-    from hil.measure.measurement import Measurement
     from hil.measure.run import AnalyzerHandle
     from hil.server.client import ModelInfo, RemoteClient, RemoteResult  # the remote model server section
     from hil.server.service import RemoteServer
+
+# The run record (journal, results, report files) and its hil_results fixture: hil/plugin/runs.py.
+pytest_plugins = ("hil.plugin.runs",)
+
+# The unattended-run hooks (per-test timeout, device loss and restart): hil/plugin/device_health.py. Added to
+# whatever this module already lists, so that each plugin module keeps its own line.
+pytest_plugins = (*globals().get("pytest_plugins", ()), "hil.plugin.device_health")
 
 _OPTIONS = (
     # (name, ini name, help, default)
@@ -44,7 +50,10 @@ _OPTIONS = (
     ("--hil-images", "hil_images", "images per accuracy/bit-exact test (default 200; the accuracy tests: the "
                                    "committed 500-image subset), or 'all': the whole test set of --hil-data", "200"),
     ("--hil-timeout", "hil_timeout", "seconds to wait for each device reply (default 10)", "10"),
-    ("--hil-report-dir", "hil_report_dir", "where logs and results go (default reports/)", None),
+    ("--hil-test-timeout", "hil_test_timeout", "seconds each test that uses a hil fixture may run, setup and "
+                                               "teardown included, unless it has a timeout marker or --timeout is "
+                                               "given (pytest-timeout; default 300, 0: none)", "300"),
+    ("--hil-report-dir", "hil_report_dir", "where runs go: <DIR>/runs/<run>/ (default reports/)", None),
     # --- power analyzer (hil.instruments, hil.measure) ---
     ("--hil-visa", "hil_visa", "VISA resource of the power analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR "
                                "(default: the bench's, else the simulated N6705C)", None),
@@ -111,8 +120,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def report_dir(config: pytest.Config) -> Path:
+    """Where runs go (<report dir>/runs/<run>/): --hil-report-dir, else reports/ beside the rootdir."""
     raw = _get(config, "hil_report_dir")
     return Path(raw) if raw else Path(config.rootpath) / "reports"
+
+
+def run_logs_dir(config: pytest.Config) -> Path:
+    """logs/ of the session's run directory (made on first use: see hil.plugin.runs)."""
+    from hil.plugin.runs import run_logs_dir as logs_of_run
+
+    return logs_of_run(config)
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +141,7 @@ def hil_options(pytestconfig: pytest.Config) -> DutOptions:
         baud=_int_option(pytestconfig, "hil_baud"),
         firmware=Path(fw) if fw else None,
         flash=not pytestconfig.getoption("hil_no_flash") and _bench_flash(pytestconfig),
-        log_dir=report_dir(pytestconfig) / "logs",
+        log_dir=run_logs_dir(pytestconfig),
         timeout_s=float(_get(pytestconfig, "hil_timeout")),
     )
 
@@ -163,12 +180,18 @@ def hil_reference(hil_model: DeviceModel):
 
 
 @pytest.fixture(scope="session")
-def dut(hil_model: DeviceModel, hil_options: DutOptions) -> Iterator[Dut]:
-    """The device under test, started once per session and checked to run `hil_model`."""
+def dut(request: pytest.FixtureRequest, hil_model: DeviceModel, hil_options: DutOptions) -> Iterator[Dut]:
+    """The device under test, started once per session and checked to run `hil_model`. When it dies or stops
+    answering, the test in progress fails and the same Dut is restarted in place before the next test that uses
+    it (hil/plugin/device_health.py)."""
+    from hil.plugin.device_health import register_dut, unregister_dut
+
     device = open_dut(hil_model, hil_options)
+    register_dut(request.config, device)
     try:
         yield device
     finally:
+        unregister_dut(request.config, device)
         device.close()
 
 
@@ -178,8 +201,7 @@ def pytest_runtest_call(item: pytest.Item):
     if "dut" not in getattr(item, "fixturenames", ()):
         yield
         return
-    log_dir = report_dir(item.config) / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = run_logs_dir(item.config)
     path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".log")
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -199,9 +221,6 @@ def pytest_runtest_call(item: pytest.Item):
 # ---------------------------------------------------------------------------------------------------------------
 # Power analyzer and measurement results (hil.instruments, hil.measure)
 # ---------------------------------------------------------------------------------------------------------------
-
-_RESULTS_KEY = pytest.StashKey["ResultsWriter"]()
-
 
 def _analyzer_setting(config: pytest.Config, ini: str) -> str | None:
     """--hil-visa / --hil-analyzer, else the ini key, else the bench's power_analyzer entry."""
@@ -229,51 +248,6 @@ def power_analyzer(pytestconfig: pytest.Config) -> Iterator[AnalyzerHandle]:
         yield handle
     finally:
         handle.close()
-
-
-class HilResults:
-    """What one test measured. `record()` keeps a Measurement for the session's results file and fails the test
-    at once when it has limits and is outside them (OpenHTF's validators)."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.measurements: list[Measurement] = []
-        self.meta: dict = {}
-
-    def record(self, measurement: Measurement) -> Measurement:
-        self.measurements.append(measurement)
-        if measurement.passed is False:
-            raise AssertionError(f"measurement out of limits: {measurement.describe()}")
-        return measurement
-
-    def extend(self, measurements: Iterable[Measurement]) -> None:
-        for m in measurements:
-            self.record(m)
-
-
-def results_path(config: pytest.Config) -> Path:
-    return report_dir(config) / "measurements" / "results.json"
-
-
-@pytest.fixture
-def hil_results(request: pytest.FixtureRequest) -> Iterator[HilResults]:
-    """Records this test's Measurements into <report dir>/measurements/results.json (rewritten after each test
-    that records any; the first such test of a session starts a fresh file)."""
-    from hil.measure.measurement import ResultsWriter
-
-    results = HilResults(request.node.nodeid)
-    try:
-        yield results
-    finally:
-        if results.measurements:
-            config = request.config
-            writer = config.stash.get(_RESULTS_KEY, None)
-            if writer is None:
-                writer = ResultsWriter(results_path(config), meta={"target": _get(config, "hil_target")})
-                config.stash[_RESULTS_KEY] = writer
-            writer.add(results.key, results.measurements, **results.meta)
-            for m in results.measurements:
-                request.node.user_properties.append((f"hil_{m.name}", f"{m.value:.6g} {m.unit} ({m.provenance})"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,389 @@
+"""The run record of a pytest session (hil.report): every session that runs HIL tests (tests that use a hil
+fixture) leaves reports/runs/<UTC time>-<target>-<model>/ with journal.jsonl, results.json, junit.xml,
+metrics.txt, index.html and logs/, and reports/latest points at it. Unit tests that use no hil fixture are not
+part of the run.
+
+The run directory is named when the session is configured and made when the first HIL test starts, so a
+session without HIL tests leaves nothing. Under pytest-xdist the controller names it and hands the name to the
+workers (pytest_configure_node); each worker appends to the one journal (records are flock'ed lines); the
+controller writes run_end and the report files when every worker is done.
+
+Options: --hil-run-dir DIR (exactly this directory), --hil-against REF (compare with a reference run at the end:
+a run directory, `latest`, `reference` or a run id; a regression fails the session), --hil-tolerances FILE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hil.measure.measurement import Measurement
+from hil.model.artifacts import resolve_model
+from hil.plugin import _get, report_dir
+from hil.report.build import COMPARISON_NAME, build_report, write_json
+from hil.report.compare import ToleranceError, ToleranceTable, compare_results, comparison_lines, summary_line
+from hil.report.journal import JOURNAL_NAME
+from hil.report.recorder import RunRecorder
+from hil.report.rundir import RunDirError, base_of, new_run_path, resolve_run
+from hil.report.summary import load_results
+
+# A test is part of the run when it uses one of these (directly or through its fixtures).
+HIL_FIXTURES = frozenset({"dut", "hil_results", "power_analyzer", "remote_model", "hil_reference", "hil_model",
+                          "hil_dataset", "hil_images", "hil_options", "hil_bench", "hil_progress"})
+HEARTBEAT_S = 10.0  # plain progress lines at least this often when the output is not a terminal
+MESSAGE_CHARS = 6000
+
+
+@dataclass
+class RunState:
+    path: Path
+    command: str
+    worker: str | None = None
+    recorder: RunRecorder | None = None
+    current: str | None = None  # the HIL test running now
+    current_since: float = 0.0
+    progress: str = ""  # what the running test last said about its progress
+    done: int = 0
+    total: int = 0
+    against: str | None = None
+    tolerances: Path | None = None
+    comparison: dict | None = None
+    reports: list[pytest.TestReport] = field(default_factory=list)
+
+
+_STATE = pytest.StashKey[RunState]()
+_IS_HIL = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(specname="pytest_addoption")
+def pytest_addoption_runs(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop")
+    group.addoption("--hil-run-dir", dest="hil_run_dir", default=None, metavar="DIR",
+                    help="the run directory to make (default: <report dir>/runs/<UTC time>-<target>-<model>)")
+    group.addoption("--hil-against", dest="hil_against", default=None, metavar="REF",
+                    help="compare the run with a reference run at the end (run directory, 'latest', 'reference' "
+                         "or a run id); a regression fails the session")
+    group.addoption("--hil-tolerances", dest="hil_tolerances", default=None, metavar="FILE",
+                    help="tolerance file for --hil-against (default: the package's hil/report/tolerances.yaml)")
+
+
+def _model_name(config: pytest.Config) -> str:
+    raw = _get(config, "hil_model")
+    try:
+        return resolve_model(Path(raw) if raw else None).name
+    except Exception:  # the hil_model fixture reports a bad model properly; here it only names the directory
+        return Path(raw).stem if raw else "model"
+
+
+@pytest.hookimpl(specname="pytest_configure", trylast=True)
+def pytest_configure_runs(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # an xdist worker: the controller named the run
+        config.stash[_STATE] = RunState(Path(workerinput["hil_run_dir"]), workerinput["hil_run_command"],
+                                        worker=workerinput.get("workerid"))
+        return
+    raw = config.getoption("hil_run_dir")
+    path = Path(raw) if raw else new_run_path(report_dir(config), _get(config, "hil_target"), _model_name(config))
+    if raw and (path / JOURNAL_NAME).exists():
+        raise pytest.UsageError(f"--hil-run-dir {path} already holds a run; a run directory is never written over")
+    tolerances = config.getoption("hil_tolerances")
+    if tolerances:
+        try:
+            ToleranceTable.load(Path(tolerances))
+        except ToleranceError as exc:
+            raise pytest.UsageError(f"--hil-tolerances: {exc}") from None
+    against = config.getoption("hil_against")
+    if against:
+        try:
+            resolve_run(against, report_dir(config))
+        except RunDirError as exc:
+            raise pytest.UsageError(f"--hil-against: {exc}") from None
+    command = " ".join(["pytest", *config.invocation_params.args])
+    config.stash[_STATE] = RunState(path.resolve(), command, against=against,
+                                    tolerances=Path(tolerances) if tolerances else None)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(config.stash[_STATE]), "hil-runs-xdist")
+
+
+class _XdistHooks:
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_configure_node(self, node) -> None:  # noqa: ANN001 (xdist's WorkerController)
+        node.workerinput["hil_run_dir"] = str(self.state.path)
+        node.workerinput["hil_run_command"] = self.state.command
+
+
+def run_state(config: pytest.Config) -> RunState | None:
+    return config.stash.get(_STATE, None)
+
+
+def recorder(config: pytest.Config) -> RunRecorder:
+    """The session's run (made on first use; under xdist by whichever worker gets there first)."""
+    state = config.stash[_STATE]
+    if state.recorder is not None:
+        return state.recorder
+    state.path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = state.path.parent / f".{state.path.name}.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (state.path / JOURNAL_NAME).exists():
+            state.recorder = RunRecorder.attach(state.path, worker=state.worker)
+        else:
+            model = None
+            try:
+                raw = _get(config, "hil_model")
+                model = resolve_model(Path(raw) if raw else None)
+            except Exception:  # recorded without a model; the hil_model fixture fails the tests with the reason
+                pass
+            options = {flag: _get(config, ini) for flag, ini in (
+                ("--hil-target", "hil_target"), ("--hil-port", "hil_port"), ("--hil-baud", "hil_baud"),
+                ("--hil-fw", "hil_fw"), ("--hil-bench", "hil_bench"), ("--hil-images", "hil_images"),
+                ("--hil-timeout", "hil_timeout"), ("--hil-visa", "hil_visa"))}
+            state.recorder = RunRecorder.create(
+                base_of(state.path), command=state.command, target=_get(config, "hil_target"), model=model,
+                options=options, code_dir=Path(config.rootpath), run_dir=state.path)
+            if state.worker is not None:
+                state.recorder.journal.worker = state.worker
+    with contextlib.suppress(FileNotFoundError):
+        lock_path.unlink()
+    return state.recorder
+
+
+def run_logs_dir(config: pytest.Config) -> Path:
+    return recorder(config).logs_dir
+
+
+def is_hil_item(item: pytest.Item) -> bool:
+    return item.stash.get(_IS_HIL, False)
+
+
+@pytest.hookimpl(specname="pytest_collection_modifyitems", trylast=True)
+def pytest_collection_modifyitems_runs(config: pytest.Config, items: list[pytest.Item]) -> None:
+    hil_items = 0
+    for item in items:
+        item.stash[_IS_HIL] = bool(HIL_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        hil_items += item.stash[_IS_HIL]
+    state = config.stash.get(_STATE, None)
+    if state is not None:
+        state.total = hil_items
+
+
+@pytest.hookimpl(specname="pytest_runtest_protocol", hookwrapper=True)
+def pytest_runtest_protocol_runs(item: pytest.Item) -> Iterator[None]:
+    state = run_state(item.config)
+    if state is None or not is_hil_item(item):
+        yield
+        return
+    rec = recorder(item.config)
+    rec.test_start(item.nodeid)
+    state.current, state.current_since, state.progress, state.reports = item.nodeid, time.monotonic(), "", []
+    try:
+        yield
+    finally:
+        outcome, duration, message = _outcome(state.reports)
+        _journal_failure_logs(rec, item, outcome)
+        rec.test_end(item.nodeid, outcome, duration, message)
+        state.current = None
+        state.done += 1
+
+
+@pytest.hookimpl(specname="pytest_runtest_makereport", hookwrapper=True)
+def pytest_runtest_makereport_runs(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    result = yield
+    state = run_state(item.config)
+    if state is not None and is_hil_item(item):
+        state.reports.append(result.get_result())
+
+
+def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
+    """passed | failed | error (setup or teardown failed) | skipped | xfailed | xpassed, as pytest reports it."""
+    duration = sum(r.duration for r in reports)
+    outcome, message = "passed", ""
+    for r in reports:
+        if r.failed:
+            outcome = "failed" if r.when == "call" else "error"
+            message = r.longreprtext[-MESSAGE_CHARS:]
+            break
+        if r.skipped:
+            xfail = hasattr(r, "wasxfail")
+            outcome = "xfailed" if xfail else "skipped"
+            message = r.wasxfail if xfail else (r.longrepr[2] if isinstance(r.longrepr, tuple) else str(r.longrepr))
+            break
+        if r.when == "call" and hasattr(r, "wasxfail"):
+            outcome = "xpassed"
+    if not reports:
+        outcome, message = "error", "no report: the test was interrupted"
+    return outcome, duration, message
+
+
+def _journal_failure_logs(rec: RunRecorder, item: pytest.Item, outcome: str) -> None:
+    """For a test that failed: the end of its protocol log and what the device health check saw."""
+    if outcome not in ("failed", "error"):
+        return
+    for name, value in item.user_properties:
+        if name == "hil_log":
+            try:
+                text = Path(value).read_text(errors="replace")
+            except OSError:
+                continue
+            if text:
+                rec.log("protocol", text, test=item.nodeid)
+        elif name in ("hil_device_lost", "hil_device_log"):
+            rec.log("device", str(value), test=item.nodeid)
+
+
+# --- measurements and plot data: the hil_results fixture ---
+
+
+class HilResults:
+    """What one test measured. `record()` journals a Measurement at once (a test killed later keeps it) and
+    fails the test when it has limits and is outside them (OpenHTF's validators); `data()` leaves plot data for
+    the page; `progress()` says how far a long test is (the heartbeat shows it)."""
+
+    def __init__(self, key: str, state: RunState, rec: RunRecorder) -> None:
+        self.key = key
+        self.measurements: list[Measurement] = []
+        self.meta: dict = {}
+        self._state = state
+        self._rec = rec
+
+    def record(self, measurement: Measurement) -> Measurement:
+        self.measurements.append(measurement)
+        self._rec.measurement(measurement, test=self.key)
+        if measurement.passed is False:
+            raise AssertionError(f"measurement out of limits: {measurement.describe()}")
+        return measurement
+
+    def extend(self, measurements: Iterable[Measurement]) -> None:
+        for m in measurements:
+            self.record(m)
+
+    def data(self, name: str, value: object, **meta: object) -> None:
+        self._rec.data(name, value, test=self.key, **meta)
+
+    def progress(self, done: int, total: int, what: str = "") -> None:
+        self._state.progress = f"{what} {done}/{total}".strip()
+
+
+@pytest.fixture
+def hil_results(request: pytest.FixtureRequest) -> Iterator[HilResults]:
+    """Records this test's Measurements into the run's journal (and so results.json, junit.xml, metrics.txt and
+    the page) as each is made."""
+    state = request.config.stash[_STATE]
+    results = HilResults(request.node.nodeid, state, recorder(request.config))
+    yield results
+    for m in results.measurements:
+        request.node.user_properties.append((f"hil_{m.name}", f"{m.value:.6g} {m.unit} ({m.provenance})"))
+
+
+@pytest.fixture
+def hil_progress(hil_results: HilResults):  # noqa: ANN201 (a bound method)
+    """`hil_progress(done, total, what)`: a long test says how far it is; plain progress lines show it."""
+    return hil_results.progress
+
+
+# --- the device and the instruments the run used ---
+
+
+@pytest.hookimpl(specname="pytest_fixture_setup", hookwrapper=True)
+def pytest_fixture_setup_runs(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> Iterator[None]:
+    result = yield
+    if fixturedef.argname not in ("dut", "power_analyzer") or run_state(request.config) is None:
+        return
+    try:
+        value = result.get_result()
+    except BaseException:
+        return
+    rec = recorder(request.config)
+    if fixturedef.argname == "dut":
+        firmware = getattr(value.target, "firmware", None)
+        rec.device(value.info, target=value.options.target, firmware=firmware if isinstance(firmware, Path) else None)
+    else:
+        analyzer = value.analyzer
+        rec.instrument(idn=str(analyzer.identity), driver=analyzer.driver_name,
+                       resource=analyzer.session.resource_name, simulated=value.is_simulated, detail=value.detail)
+
+
+# --- progress when the output is not a terminal ---
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, state: RunState, write) -> None:  # noqa: ANN001 (a callable taking a line)
+        super().__init__(name="hil-heartbeat", daemon=True)
+        self.state, self.write, self.stop = state, write, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            s = self.state
+            if s.current is None:
+                continue
+            extra = f", {s.progress}" if s.progress else ""
+            self.write(f"[hil] {s.done}/{s.total} HIL tests done; running {s.current} for "
+                       f"{time.monotonic() - s.current_since:.0f} s{extra}")
+
+
+@pytest.hookimpl(specname="pytest_sessionstart")
+def pytest_sessionstart_runs(session: pytest.Session) -> None:
+    state = run_state(session.config)
+    if state is None or state.worker is not None or sys.stdout.isatty():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+
+    def write(line: str) -> None:
+        reporter.write_line(line)
+        reporter._tw.flush()
+
+    beat = _Heartbeat(state, write)
+    session.config.stash[_HEARTBEAT] = beat
+    beat.start()
+
+
+_HEARTBEAT = pytest.StashKey[_Heartbeat]()
+
+
+@pytest.hookimpl(specname="pytest_sessionfinish", trylast=True)
+def pytest_sessionfinish_runs(session: pytest.Session, exitstatus: int) -> None:
+    beat = session.config.stash.get(_HEARTBEAT, None)
+    if beat is not None:
+        beat.stop.set()
+    state = run_state(session.config)
+    if state is None or state.worker is not None or not (state.path / JOURNAL_NAME).exists():
+        return
+    rec = state.recorder or RunRecorder.attach(state.path)
+    rec.finish(int(exitstatus))
+    if state.against:
+        reference = resolve_run(state.against, report_dir(session.config))
+        comparison = compare_results(load_results(state.path), load_results(reference),
+                                     ToleranceTable.load(state.tolerances))
+        write_json(state.path / COMPARISON_NAME, comparison)
+        build_report(state.path)
+        state.comparison = comparison
+        if comparison["verdict"] == "fail" and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(specname="pytest_terminal_summary")
+def pytest_terminal_summary_runs(terminalreporter, config: pytest.Config) -> None:  # noqa: ANN001
+    state = run_state(config)
+    if state is None or state.worker is not None or not (state.path / JOURNAL_NAME).exists():
+        return
+    if state.comparison is not None:
+        terminalreporter.section("hil: comparison with the reference run")
+        for row in comparison_lines(state.comparison):
+            if row[-1] != "ok":
+                terminalreporter.write_line("  ".join(row))
+        terminalreporter.write_line(summary_line(state.comparison))
+    terminalreporter.write_line(f"hil run: {os.path.relpath(state.path)} (index.html, results.json, junit.xml, "
+                                "metrics.txt, journal.jsonl)")

@@ -1,0 +1,50 @@
+"""The HIL suite proper: runs on whatever --hil-target selects (qemu by default, an ESP32-S3 on a bench).
+
+These tests use only the plugin's fixtures, exactly as a lab's own suite would. Every input tensor is built in
+the dtype the device reports for it (`dut.info.inputs[i].dtype`): int8, or int16 for a 16x8 model.
+"""
+
+import numpy as np
+
+from hil.check import InputSpec, random_inputs, run_check
+
+
+def _specs(dut) -> list[InputSpec]:
+    return [InputSpec(tuple(t.shape), t.scale, t.zero_point, np.dtype(t.dtype)) for t in dut.info.inputs]
+
+
+def test_device_reports_the_model_it_was_built_with(dut, hil_model):
+    assert dut.info.model_sha256 == hil_model.sha256
+    assert dut.info.arena_bytes == hil_model.summary["arena_bytes"]
+    assert [tuple(t.shape) for t in dut.info.inputs] == [tuple(t["shape"]) for t in hil_model.summary["inputs"]]
+
+
+def test_outputs_bit_exact_with_tflite_micro(dut, hil_reference, hil_images):
+    result = run_check(dut, hil_reference, random_inputs(_specs(dut), hil_images, seed=11), hil_images)
+    assert result.mismatches == [], result.summary_line()
+    assert result.matched == hil_images
+
+
+def test_extreme_inputs_bit_exact(dut, hil_reference):
+    """Every input filled with its type's minimum, then its maximum (int8: -128 and 127; int16: -32768 and
+    32767), then 0: that drives every accumulator to its extremes, where rounding bugs show first."""
+    specs = _specs(dut)
+    for fill in ("min", "max", "zero"):
+        tensors = [np.full(s.shape, _fill_value(s.dtype, fill), dtype=s.dtype) for s in specs]
+        got = dut.infer(tensors).outputs
+        want = hil_reference.run(tensors)
+        for g, w in zip(got, want, strict=True):
+            values = ", ".join(f"{_fill_value(s.dtype, fill)} ({s.dtype.name})" for s in specs)
+            assert np.array_equal(np.asarray(g).reshape(w.shape), w), f"inputs filled with {values}"
+
+
+def _fill_value(dtype: np.dtype, fill: str) -> int:
+    info = np.iinfo(dtype)
+    return {"min": int(info.min), "max": int(info.max), "zero": 0}[fill]
+
+
+def test_inference_cycles_are_reported(dut):
+    tensors = [np.zeros(s.shape, dtype=s.dtype) for s in _specs(dut)]
+    result = dut.infer(tensors)
+    assert result.cycles > 0
+    assert dut.info.clock_hz > 0
