@@ -166,12 +166,19 @@ def acquire_port_lock(port: str, lock_dir: Path | str | None = None) -> PortLock
     return PortLock(port, path, fd)
 
 
-def _read_holder(fd: int) -> dict[str, str]:
-    try:
-        text = os.pread(fd, 4096, 0).decode(errors="replace")
-    except OSError:
-        return {}
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+def _read_holder(fd: int, wait_s: float = 1.0) -> dict[str, str]:
+    """What the holder wrote into the lock file. A holder that has just taken the lock writes it a moment later,
+    so an empty file is read again for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            text = os.pread(fd, 4096, 0).decode(errors="replace")
+        except OSError:
+            return {}
+        holder = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        if "pid" in holder or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.02)
 
 
 @dataclass
@@ -253,8 +260,8 @@ class Dut:
             log_tail = getattr(self.target, "log_tail", None)
             if callable(log_tail):
                 pid = self.pid
-                state = (f"{self.name} program still running (pid {pid}) but it did not answer as expected"
-                         if pid is not None else f"{self.name} program is not running")
+                state = (f"{self.name} program still running (pid {pid})" if pid is not None
+                         else f"{self.name} program is not running")
                 return f"{state}; {log_tail(max_chars)}"
             lines = [f"the {self.name} board on {self.options.port} stopped answering; the host keeps no log of "
                      f"the board's console (UART0 carries the protocol), see the test's protocol log"]

@@ -65,7 +65,7 @@ class DeviceLost:
 
     nodeid: str
     when: str  # "setup", "call" or "teardown"
-    cause: str  # "timeout", "link", "protocol", "device fault", "target", "exited"
+    cause: str  # "timeout", "link timeout", "link", "protocol", "device fault", "target", "exited"
     error: str  # the exception that showed it, one line ("" when the process was found dead)
     excerpt: str  # the target's diagnosis: exit status and the end of its log
     pid: int | None  # the emulator's process id at the time (None for a board)
@@ -204,7 +204,7 @@ def _cause(exc: BaseException) -> str | None:
     from hil.targets.base import TargetError
     from hil.transport.client import DeviceError
     from hil.transport.frame import ErrorCode, ProtocolError
-    from hil.transport.link import LinkError
+    from hil.transport.link import LinkError, LinkTimeout
 
     if isinstance(exc, pytest.fail.Exception) and str(exc).startswith(_TIMEOUT_PREFIX):
         return "timeout"
@@ -214,6 +214,8 @@ def _cause(exc: BaseException) -> str | None:
             if e.code == ErrorCode.INFER_FAILED or e.code not in set(ErrorCode):
                 return "device fault"
             return None
+        if isinstance(e, LinkTimeout):
+            return "link timeout"
         if isinstance(e, LinkError | serial.SerialException):
             return "link"
         if isinstance(e, ProtocolError):

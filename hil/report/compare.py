@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 FAILING = ("regressed", "missing")
-CLASSES = ("deterministic", "noisy")
+CLASSES = ("deterministic", "noisy", "wallclock")
 
 
 class ToleranceError(ValueError):
@@ -66,9 +66,12 @@ class ToleranceTable:
             raise ToleranceError(f"--tolerances {extra}: {exc.strerror}") from None
         return ToleranceTable(user.entries + base.entries, {**base.defaults, **user.defaults})
 
-    def lookup(self, key: str, cls: str) -> Tolerance:
+    def spec(self, key: str) -> dict[str, Any]:
         name = key.split("::")[-1]
-        spec = next((s for pattern, s in self.entries if fnmatch.fnmatchcase(name, pattern)), {})
+        return next((s for pattern, s in self.entries if fnmatch.fnmatchcase(name, pattern)), {})
+
+    def lookup(self, key: str, cls: str) -> Tolerance:
+        spec = self.spec(key)
         limits = {**self.defaults.get(cls, {}), **spec.get(cls, {})}
         return Tolerance(spec.get("better", self.defaults.get("better", "none")), float(limits.get("abs", 0.0)),
                          float(limits.get("rel", 0.0)))
@@ -90,10 +93,12 @@ def _parse(text: str, where: str) -> ToleranceTable:
 def _check_spec(where: str, spec: Any) -> None:
     if not isinstance(spec, dict):
         raise ToleranceError(f"{where}: expected a mapping such as {{better: lower, noisy: {{rel: 0.1}}}}")
-    unknown = set(spec) - {"better", *CLASSES}
+    unknown = set(spec) - {"better", "clock", *CLASSES}
     if unknown:
         raise ToleranceError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             "use better, deterministic, noisy")
+                             "use better, clock, deterministic, noisy, wallclock")
+    if spec.get("clock") not in (None, "device", "host"):
+        raise ToleranceError(f"{where}: clock must be device or host, not {spec['clock']!r}")
     if spec.get("better", "none") not in ("lower", "higher", "none"):
         raise ToleranceError(f"{where}: better must be lower, higher or none, not {spec['better']!r}")
     for cls in CLASSES:
@@ -119,10 +124,15 @@ class Row:
     provenance: str
 
 
-def noise_class(provenance: str | None, deterministic_cycles: bool) -> str:
-    """Hardware and real instruments are noisy; so are emulated figures from a target whose counter is a wall
-    clock (host). QEMU's icount and the models computed from it repeat exactly."""
-    return "deterministic" if provenance != "measured" and deterministic_cycles else "noisy"
+def noise_class(provenance: str | None, deterministic_cycles: bool, clock: str | None) -> str:
+    """Hardware and real instruments are noisy. Emulated figures repeat exactly (QEMU's icount, accuracy on a
+    fixed image set, the models computed from them), except those timed by the host's clock on a target whose
+    counter is a wall clock (host): "wallclock"."""
+    if provenance == "measured":
+        return "noisy"
+    if clock == "host" or (clock == "device" and not deterministic_cycles):
+        return "wallclock"
+    return "deterministic"
 
 
 def deterministic_cycles(results: dict[str, Any]) -> bool:
@@ -146,7 +156,7 @@ def compare_results(now: dict[str, Any], reference: dict[str, Any], table: Toler
         r, n = ref_metrics.get(key), now_metrics.get(key)
         m = n or r
         provenance = (n or {}).get("provenance") or (r or {}).get("provenance") or ""
-        cls = noise_class(provenance, det_now)
+        cls = noise_class(provenance, det_now, table.spec(key).get("clock"))
         tol = table.lookup(key, cls)
         ref_v, now_v = _num(r.get("value")) if r else None, _num(n.get("value")) if n else None
         delta = None if ref_v is None or now_v is None else now_v - ref_v

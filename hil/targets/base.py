@@ -109,6 +109,7 @@ class PtyProcessTarget(abc.ABC):
         self._log: IO[bytes] | None = None
         self._url: str | None = None
         self.exit_status: int | None = None  # the program's exit status after stop(); negative: signal
+        self._starts = 0  # each start() after the first writes its own log (a restart keeps the dead one's)
 
     @abc.abstractmethod
     def command(self) -> list[str]:
@@ -135,7 +136,8 @@ class PtyProcessTarget(abc.ABC):
         elif self._log_dir is not None:
             # A subdirectory: log_dir itself holds the plugin's one log per test.
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = self._log_dir / "targets" / f"{self.name}-{stamp}-{os.getpid()}-{id(self):x}.log"
+            again = f"-restart{self._starts - 1}" if self._starts > 1 else ""
+            path = self._log_dir / "targets" / f"{self.name}-{stamp}-{os.getpid()}-{id(self):x}{again}.log"
         else:
             fd, name = tempfile.mkstemp(prefix=f"hil-{self.name}-", suffix=".log")
             os.close(fd)
@@ -160,6 +162,7 @@ class PtyProcessTarget(abc.ABC):
             # The raw slave fd stays open as well, so the program never sees a hangup (EIO) while clients
             # close and reopen the port.
             self._serial = serial.Serial(slave_path, timeout=POLL_S)
+            self._starts += 1
             self._log = self._open_log()
             self._log.write(f"# {' '.join(cmd)}\n".encode())
             self._log.flush()
