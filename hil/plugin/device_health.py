@@ -276,12 +276,10 @@ def _lost_text(item: pytest.Item, lost: DeviceLost) -> str:
 
 def _add_to_failure(report: pytest.TestReport, text: str) -> None:
     longrepr = report.longrepr
-    if hasattr(longrepr, "addsection"):
+    if hasattr(longrepr, "addsection"):  # ExceptionChainRepr, ReprExceptionInfo: shown as a "--- name ---" section
         longrepr.addsection(LOST_SECTION, text)
     elif isinstance(longrepr, str):
         report.longrepr = f"{longrepr}\n\n{text}"
-    elif isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip's (path, line, message): not a failure
-        return
 
 
 @pytest.hookimpl(tryfirst=True)
