@@ -29,14 +29,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from hil import paths
-from hil.check import CheckResult
 from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers
 from hil.cli_train import add_train_parsers
-from hil.dut import EMULATED_TARGETS, PROVENANCE, TARGETS, DutOptions
-from hil.measure.measurement import Measurement
+from hil.dut import PROVENANCE, TARGETS, DutOptions
+from hil.measure.check import check_measurements
 from hil.progress import ProgressDisplay
 
 if TYPE_CHECKING:
@@ -60,22 +57,6 @@ def _add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu"
 def _options(args: argparse.Namespace, log_dir: Path | None = None) -> DutOptions:
     return DutOptions(target=args.target, port=args.port, baud=args.baud, firmware=args.fw,
                       flash=not args.no_flash, log_dir=log_dir, timeout_s=args.timeout)
-
-
-def check_measurements(result: CheckResult) -> list[Measurement]:
-    """What `hil check` measured, as named figures for the run's record."""
-    kind = "emulated" if result.target in EMULATED_TARGETS else "measured"
-    figures = [Measurement("bit_exact_images", result.matched, "images", kind,
-                           f"of {result.images}: every output tensor identical to TFLite Micro's; {result.provenance}",
-                           low=result.images, high=result.images)]
-    if result.cycles:
-        figures.append(Measurement("cycles_inference_median", float(np.median(result.cycles)), "cycles", kind,
-                                   f"{result.provenance}; {result.clock_hz / 1e6:g} MHz counter",
-                                   values=tuple(result.cycles)))
-    figures.append(Measurement("wall_s_per_image", result.wall_s / max(result.images, 1), "s", "emulated"
-                               if result.target in EMULATED_TARGETS else "measured",
-                               "host wall-clock per image, transport and reference included"))
-    return figures
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from hil.dut import DutError, DutOptions, PortBusyError, acquire_port_lock, open
 from hil.firmware import build_firmware
 from hil.model.artifacts import DeviceModel, resolve_model
 from hil.plugin import device_health
+from hil.report.summary import load_results
 from hil.targets import get_target
 from hil.targets.esp32s3 import Esp32s3Target, ManualResetRequired
 from hil.transport.client import DeviceError
@@ -161,6 +162,15 @@ def test_a_killed_device_fails_only_its_test_and_is_restarted(pytester: pytest.P
     assert "LinkTimeout" in silent
     restarted = dict(props["test_7_answers_again_after_the_restart"])[device_health.RESTART_PROPERTY]
     assert f"pid {fifth_pid} -> {seventh_pid}" in restarted
+    # the run record: the run goes on to its end, and keeps the excerpts and the restarts in its journal
+    results = load_results(pytester.path / "out" / "latest")
+    assert results["verdict"] == "fail" and results["complete"]
+    assert results["counts"] == {"passed": 5, "failed": 2}
+    logs = {t["id"].split("::")[-1]: t["logs"] for t in results["tests"]}
+    assert any(log["source"] == "device" and "killed by signal 9" in log["text"]
+               for log in logs["test_2_device_dies_mid_test"])
+    assert any(log["source"] == "restart" and f"pid {first_pid} -> {third_pid}" in log["text"]
+               for log in logs["test_3_bit_exact_after_the_restart"])
     print(f"seven tests, three lost devices and restarts: {elapsed:.1f} s")
 
 

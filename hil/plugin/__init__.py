@@ -32,12 +32,9 @@ if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.server.client import ModelInfo, RemoteClient, RemoteResult  # the remote model server section
     from hil.server.service import RemoteServer
 
-# The run record (journal, results, report files) and its hil_results fixture: hil/plugin/runs.py.
-pytest_plugins = ("hil.plugin.runs",)
-
-# The unattended-run hooks (per-test timeout, device loss and restart): hil/plugin/device_health.py. Added to
-# whatever this module already lists, so that each plugin module keeps its own line.
-pytest_plugins = (*globals().get("pytest_plugins", ()), "hil.plugin.device_health")
+# The plugin's other modules: the run record (journal, results, report files) and its hil_results fixture;
+# the unattended-run hooks (per-test timeout, device loss and restart).
+pytest_plugins = ("hil.plugin.runs", "hil.plugin.device_health")
 
 _OPTIONS = (
     # (name, ini name, help, default)

@@ -191,7 +191,7 @@ def pytest_runtest_protocol_runs(item: pytest.Item) -> Iterator[None]:
         yield
     finally:
         outcome, duration, message = _outcome(state.reports)
-        _journal_failure_logs(rec, item, outcome)
+        _journal_device_logs(rec, item, outcome, state.reports)
         rec.test_end(item.nodeid, outcome, duration, message)
         state.current = None
         state.done += 1
@@ -226,8 +226,13 @@ def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
     return outcome, duration, message
 
 
-def _journal_failure_logs(rec: RunRecorder, item: pytest.Item, outcome: str) -> None:
-    """For a test that failed: the end of its protocol log and what the device health check saw."""
+def _journal_device_logs(rec: RunRecorder, item: pytest.Item, outcome: str,
+                         reports: list[pytest.TestReport]) -> None:
+    """What the device said and what became of it: for a failed test the end of its protocol log and the device
+    log excerpt (hil.plugin.device_health's "hil device log" section); for every test, a device restart."""
+    for name, value in item.user_properties:
+        if name in ("hil_device_restarted", "hil_device_restart_failed"):
+            rec.log("restart", f"{name.removeprefix('hil_device_').replace('_', ' ')}: {value}", test=item.nodeid)
     if outcome not in ("failed", "error"):
         return
     for name, value in item.user_properties:
@@ -238,8 +243,10 @@ def _journal_failure_logs(rec: RunRecorder, item: pytest.Item, outcome: str) -> 
                 continue
             if text:
                 rec.log("protocol", text, test=item.nodeid)
-        elif name in ("hil_device_lost", "hil_device_log"):
-            rec.log("device", str(value), test=item.nodeid)
+    for report in reports:
+        for title, text in report.sections:
+            if title == "hil device log" and text:
+                rec.log("device", text, test=item.nodeid)
 
 
 # --- measurements and plot data: the hil_results fixture ---
