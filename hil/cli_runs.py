@@ -178,6 +178,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         ("--hil-tolerances", args.tolerances)):
         if value is not None:
             cmd += [flag, str(value)]
+    if args.images == "all" and not any(a.startswith("--hil-test-timeout") for a in extra):
+        # The whole test set on qemu takes far longer than the default per-test limit; every device exchange
+        # still has its own timeout (--hil-timeout), so nothing can hang.
+        cmd += ["--hil-test-timeout", "0"]
     cmd += extra
     console.print(f"hil run: {args.target}, model {model.name} (sha256 {model.sha256[:16]}); run {run_dir}")
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -25,6 +25,8 @@ from hil import paths
 from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
+from hil.plugin.options import _BENCH_KEY, _OPTIONS, _get, _int_option
+from hil.plugin.runs import run_logs_dir
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.accuracy.subset import ImageSet  # the accuracy section
@@ -36,28 +38,6 @@ if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
 # the unattended-run hooks (per-test timeout, device loss and restart).
 pytest_plugins = ("hil.plugin.runs", "hil.plugin.device_health")
 
-_OPTIONS = (
-    # (name, ini name, help, default)
-    ("--hil-bench", "hil_bench", "bench file (YAML, fixtures/benches/): target, port, baud, firmware, model", None),
-    ("--hil-target", "hil_target", f"device under test: {', '.join(TARGETS)} (default qemu)", "qemu"),
-    ("--hil-port", "hil_port", "esp32s3: serial port or URL (socket://host:port, rfc2217://host:port)", None),
-    ("--hil-baud", "hil_baud", "serial baud rate of the protocol link (default 2000000)", "2000000"),
-    ("--hil-fw", "hil_fw", "prebuilt firmware: host/qemu binary or ESP-IDF build directory", None),
-    ("--hil-model", "hil_model", "device model directory or .tflite (default: the project's)", None),
-    ("--hil-images", "hil_images", "images per accuracy/bit-exact test (default 200; the accuracy tests: the "
-                                   "committed 500-image subset), or 'all': the whole test set of --hil-data", "200"),
-    ("--hil-timeout", "hil_timeout", "seconds to wait for each device reply (default 10)", "10"),
-    ("--hil-test-timeout", "hil_test_timeout", "seconds each test that uses a hil fixture may run, setup and "
-                                               "teardown included, unless it has a timeout marker or --timeout is "
-                                               "given (pytest-timeout; default 300, 0: none)", "300"),
-    ("--hil-report-dir", "hil_report_dir", "where runs go: <DIR>/runs/<run>/ (default reports/)", None),
-    # --- power analyzer (hil.instruments, hil.measure) ---
-    ("--hil-visa", "hil_visa", "VISA resource of the power analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR "
-                               "(default: the bench's, else the simulated N6705C)", None),
-    ("--hil-analyzer", "hil_analyzer", "power analyzer driver: n6705c, ngm202, k2280s (default: from *IDN?)", None),
-)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hil", "hardware-in-the-loop")
     for flag, ini, help_text, _default in _OPTIONS:
@@ -65,40 +45,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(ini, help_text, default=None)
     group.addoption("--hil-no-flash", dest="hil_no_flash", action="store_true", default=False,
                     help="esp32s3: use the firmware already on the board (still checked by model sha256)")
-
-
-_BENCH_KEY = pytest.StashKey["Bench | None"]()
-
-
-def _bench_values(bench: Bench) -> dict[str, str | None]:
-    return {
-        "hil_target": bench.target,
-        "hil_port": bench.serial.url if bench.serial else None,
-        "hil_baud": str(bench.serial.baud) if bench.serial else None,
-        "hil_fw": str(bench.build_dir) if bench.build_dir else None,
-        "hil_model": str(bench.model_dir) if bench.model_dir else None,
-    }
-
-
-def _get(config: pytest.Config, ini: str) -> str | None:
-    value = config.getoption(ini)
-    if value is None:
-        value = config.getini(ini)
-    if value is None and ini != "hil_bench":
-        bench = config.stash.get(_BENCH_KEY, None)
-        if bench is not None:
-            value = _bench_values(bench).get(ini)
-    if value is None:
-        value = next(d for _f, i, _h, d in _OPTIONS if i == ini)
-    return value
-
-
-def _int_option(config: pytest.Config, ini: str) -> int:
-    raw = _get(config, ini)
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise pytest.UsageError(f"{ini.replace('_', '-')}: '{raw}' is not a whole number") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -114,19 +60,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if target == "esp32s3" and not _get(config, "hil_port"):
         raise pytest.UsageError("--hil-target esp32s3 needs --hil-port (e.g. /dev/ttyUSB0 or rfc2217://host:4000)")
     _int_option(config, "hil_baud")  # hil_images ("all" or N) is checked in the accuracy section below
-
-
-def report_dir(config: pytest.Config) -> Path:
-    """Where runs go (<report dir>/runs/<run>/): --hil-report-dir, else reports/ beside the rootdir."""
-    raw = _get(config, "hil_report_dir")
-    return Path(raw) if raw else Path(config.rootpath) / "reports"
-
-
-def run_logs_dir(config: pytest.Config) -> Path:
-    """logs/ of the session's run directory (made on first use: see hil.plugin.runs)."""
-    from hil.plugin.runs import run_logs_dir as logs_of_run
-
-    return logs_of_run(config)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from hil.plugin.options import _get
+
 if TYPE_CHECKING:
     from hil.dut import Dut
 
@@ -126,8 +128,6 @@ def unregister_dut(config: pytest.Config, dut: Dut) -> None:
 
 def hil_test_timeout_s(config: pytest.Config) -> float:
     """--hil-test-timeout / ini hil_test_timeout, in seconds (0: no hil timeout)."""
-    from hil.plugin import _get
-
     raw = _get(config, "hil_test_timeout")
     try:
         value = float(raw) if raw is not None else DEFAULT_TEST_TIMEOUT_S

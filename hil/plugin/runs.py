@@ -28,7 +28,7 @@ import pytest
 
 from hil.measure.measurement import Measurement
 from hil.model.artifacts import resolve_model
-from hil.plugin import _get, report_dir
+from hil.plugin.options import _get, report_dir
 from hil.report.build import COMPARISON_NAME, build_report, write_json
 from hil.report.compare import ToleranceError, ToleranceTable, compare_results, comparison_lines, summary_line
 from hil.report.journal import JOURNAL_NAME

@@ -206,6 +206,8 @@ def power(results: dict[str, Any]) -> Plot:
     provenance = meta.get("provenance") or source.get("provenance")
     windows, voltage = _windows(trace.get("windows")), trace.get("voltage_v")
     volts = _array(voltage) if isinstance(voltage, list) else None
+    if volts is not None and len(volts) and float(np.ptp(volts)) < 0.02 * abs(float(np.mean(volts))):
+        voltage, volts = float(np.mean(volts)), None  # a regulated supply's ripple: a number, not a second trace
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
@@ -221,7 +223,7 @@ def power(results: dict[str, Any]) -> Plot:
 
     how = f"{len(t)} samples" + (f", drawn as a min/max envelope of {MAX_POINTS} buckets"
                                  if len(t) > 2 * MAX_POINTS else "")
-    supply = f" at {voltage:g} V" if isinstance(voltage, int | float) else ""
+    supply = f" at {voltage:.4g} V" if isinstance(voltage, int | float) else ""
     what = f"Supply current{supply}, {how}; shaded: {len(windows)} inference windows"
     caption = _caption({"provenance": provenance, "detail": source.get("detail") or meta.get("detail")}, what)
     return _plot("power", title, draw, caption, provenance)

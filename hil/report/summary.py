@@ -99,6 +99,8 @@ def summarize(journal: JournalContents) -> dict[str, Any]:
             "running_tests": running,
             "last_record": journal.records[-1].get("t"),
             "torn_lines": journal.torn_lines,
+            # hil check / hil accuracy journal their images in batches: how far a killed command got
+            "completed_images": sum(len(d["value"] or []) for d in data.get("images", [])),
         },
         "verdict": verdict,
         "exit_status": end.get("exit_status") if end else None,
