@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hil import paths
-from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers
+from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers, exit_code_for
 from hil.cli_train import add_train_parsers
 from hil.dut import PROVENANCE, TARGETS, DutOptions
 from hil.measure.check import check_measurements
@@ -518,16 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"hil {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return _exit_code_for(exc)
-
-
-def _exit_code_for(exc: Exception) -> int:
-    from hil.check import InputError
-    from hil.model.artifacts import ModelNotFoundError, StaleModelError
-
-    if isinstance(exc, InputError | ModelNotFoundError | StaleModelError | ValueError):
-        return EXIT_USAGE
-    return EXIT_DEVICE
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from hil import paths
+from hil.check import InputError
 from hil.dut import TARGETS
 from hil.measure.measurement import Measurement
-from hil.model.artifacts import DeviceModel, resolve_model
+from hil.model.artifacts import DeviceModel, ModelNotFoundError, StaleModelError, resolve_model
 from hil.report.build import COMPARISON_NAME, ReportFiles, build_report, write_json
 from hil.report.compare import ToleranceTable, compare_results, comparison_lines, summary_line
 from hil.report.history import collect_history
@@ -33,6 +34,7 @@ from hil.report.journal import JournalError
 from hil.report.recorder import RunRecorder
 from hil.report.rundir import (
     RunDirError,
+    mark_latest,
     mark_reference,
     new_run_path,
     prune_runs,
@@ -46,6 +48,15 @@ from hil.transport.frame import DeviceInfo
 
 EXIT_FAILED, EXIT_USAGE, EXIT_DEVICE = 1, 2, 3
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow", "empty": "yellow"}
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code of an error no command caught: 2 for bad input, 3 for the device or its tools."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, InputError | ModelNotFoundError | StaleModelError | ValueError):
+        return EXIT_USAGE
+    return EXIT_DEVICE
 
 
 def add_report_dir_option(p: argparse.ArgumentParser) -> None:
@@ -122,8 +133,7 @@ class CommandRun:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and self.report is None:  # an error the command did not turn into an exit code
-            code = 130 if isinstance(exc, KeyboardInterrupt) else EXIT_DEVICE
-            self.done(code, f"{type(exc).__name__}: {exc}")
+            self.done(exit_code_for(exc), f"{type(exc).__name__}: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,6 +208,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"hil run: pytest exited with {code} before any HIL test ran; nothing was recorded")
         return EXIT_USAGE if code in (2, 4) else EXIT_FAILED if code in (1, 5) else EXIT_DEVICE
     results = load_results(run_dir)
+    if not results["complete"]:  # pytest itself was killed (SIGKILL, OOM): the report files from the journal
+        build_report(run_dir)
+        mark_latest(run_dir)
     _print_verdict(results, run_dir)
     comparison_file = run_dir / COMPARISON_NAME
     if comparison_file.is_file():

@@ -53,7 +53,8 @@ class ProgressDisplay:
             self._rich.update(self._task, advance=n, count=self.count)
         elif not self.quiet:
             now = time.monotonic()
-            step = int(self.done / max(self.total, 1) / self.every_fraction) if self.total else 0
+            steps = round(1 / self.every_fraction)
+            step = self.done * steps // self.total if self.total else 0  # integers: 3/10 is exactly 30%
             if now - self._last_line >= self.every_s or step > self._last_step:
                 self._line(now)
                 self._last_step = step
@@ -69,13 +70,8 @@ class ProgressDisplay:
         self.stream.write(f"{self.description}: {self.done}/{self.total}{pct}{extra}, {elapsed:.1f} s{left}\n")
         self.stream.flush()
 
-    def tick(self) -> None:
-        """Nothing finished, but time passed (a long single step): a plain line when one is due."""
-        if self._rich is None and not self.quiet and time.monotonic() - self._last_line >= self.every_s:
-            self._line(time.monotonic())
-
     def __exit__(self, *exc: object) -> None:
         if self._rich is not None:
             self._rich.__exit__(None, None, None)
-        elif not self.quiet and self.done and self._last_step * self.every_fraction < 1.0:
+        elif not self.quiet and self.done and self._last_step < round(1 / self.every_fraction):
             self._line(time.monotonic())

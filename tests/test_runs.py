@@ -46,6 +46,10 @@ def test_journal_survives_a_torn_last_line(tmp_path):
         f.write(b'{"t": "2026-12-07T00:00:00.000Z", "kind": "measurem')  # killed in the middle of a write
     contents = read_journal(tmp_path)
     assert [r["kind"] for r in contents.records] == ["run_start", "test_start"] and contents.torn_lines == 1
+    journal.append("test_end", test="t::a", outcome="passed")  # the next writer ends the torn line first
+    contents = read_journal(tmp_path)
+    assert [r["kind"] for r in contents.records] == ["run_start", "test_start", "test_end"]
+    assert contents.torn_lines == 1
     with pytest.raises(ValueError, match="unknown journal record kind"):
         journal.append("gossip")
     (tmp_path / "other.jsonl").write_text('{"kind": "test_start"}\n')
@@ -62,22 +66,35 @@ def test_report_of_a_killed_run_holds_every_completed_measurement_and_names_the_
     rec.test_end("suite.py::test_a", "passed", 0.5)
     rec.test_start("suite.py::test_b")
     rec.measurement(Measurement("energy_per_inference", 2.3, "mJ", "modelled", high=5.0), test="suite.py::test_b")
+    rec.data("images", [[0, True], [1, False]], test="suite.py::test_b", fields=["index", "ok"])
     # ... and here the process is SIGKILLed: no test_end, no run_end
     report = build_report(rec.run_dir)
     r = report.results
     assert r["verdict"] == "incomplete" and not r["complete"]
     assert r["incomplete"]["running_tests"] == ["suite.py::test_b"]
-    assert {m["key"]: m["value"] for m in r["metrics"]} == {"latency_device": 9.5, "energy_per_inference": 2.3}
+    assert r["incomplete"]["completed_images"] == 2
+    assert {m["key"]: m["value"] for m in r["metrics"]} == {"test_a::latency_device": 9.5,
+                                                            "test_b::energy_per_inference": 2.3}
     assert json.loads((rec.run_dir / "results.json").read_text()) == r
     suite = ET.parse(rec.run_dir / "junit.xml").getroot().find("testsuite")
     assert suite.get("tests") == "2" and suite.get("errors") == "1"
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
-    assert props["latency_device"].startswith("9.5 ms (emulated)") and props["verdict"] == "incomplete"
+    assert props["test_a::latency_device"].startswith("9.5 ms (emulated)") and props["verdict"] == "incomplete"
     families = {f.name: f for f in text_string_to_metric_families((rec.run_dir / "metrics.txt").read_text())}
     [sample] = families["hil_latency_device_milliseconds"].samples
     assert sample.value == 9.5 and sample.labels["provenance"] == "emulated"
     page = (rec.run_dir / "index.html").read_text()
     assert "INCOMPLETE" in page and "suite.py::test_b" in page
+
+
+def test_junit_survives_what_a_device_prints(tmp_path):
+    rec = _run(tmp_path)
+    rec.test_start("t::boot")
+    rec.log("device", "\x1b[0;31mE (312) boot: \x00\x07 garbage at the wrong baud \xff\n", test="t::boot")
+    rec.test_end("t::boot", "failed", 0.1, "LinkTimeout: \x1b[0m no HELLO")
+    rec.finish(1)
+    suite = ET.parse(rec.run_dir / "junit.xml").getroot().find("testsuite")
+    assert "\\x1b[0;31m" in suite.find("testcase").find("system-out").text
 
 
 def test_a_finished_run_has_a_verdict_and_latest_points_at_it(tmp_path):
@@ -88,7 +105,7 @@ def test_a_finished_run_has_a_verdict_and_latest_points_at_it(tmp_path):
     rec.measurement(Measurement("windows_found", 3, "windows", "modelled", low=5, high=5), test="t::bad")
     rec.test_end("t::bad", "failed", 0.2, "measurement out of limits")
     report = rec.finish(1)
-    assert report.verdict == "fail" and report.results["out_of_limits"] == ["windows_found"]
+    assert report.verdict == "fail" and report.results["out_of_limits"] == ["bad::windows_found"]
     assert (tmp_path / "latest").resolve() == rec.run_dir.resolve()
     for name in ("journal.jsonl", "results.json", "junit.xml", "metrics.txt", "index.html"):
         assert (rec.run_dir / name).is_file(), name
@@ -148,6 +165,11 @@ def test_noisy_figures_get_the_wider_tolerance_and_provenance_changes_are_never_
                            _results({"latency_device": (10.0, "emulated"), "accuracy_top1": (0.80, "emulated")},
                                     deterministic=False), table)
     assert _verdicts(host) == {"latency_device": "ok", "accuracy_top1": "regressed"}
+    # modelled energy on a board (simulated analyzer fed by the board's timing) is noisy, not wall-clock
+    board_ref = _results({"energy_per_inference": (2.0, "modelled")}, deterministic=False)
+    board_now = _results({"energy_per_inference": (3.8, "modelled")}, deterministic=False)
+    board_ref["target"] = board_now["target"] = {"name": "esp32s3"}
+    assert _verdicts(compare_results(board_now, board_ref, table)) == {"energy_per_inference": "regressed"}
     assert "wallclock" in host["rows"][0]["tolerance"]
 
 
@@ -198,12 +220,13 @@ def test_compare_runs_reference_and_history_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "regressed" in out and "1 regression(s) against" in out
     assert json.loads((second / "comparison.json").read_text())["verdict"] == "fail"
+    assert json.loads((second / "results.json").read_text())["verdict"] == "fail"  # a regression fails the run
     assert 'data-plot="comparison"' in (second / "index.html").read_text()
     assert main(["compare", "latest", "--against", "reference", *base]) == 0
     assert "no regression" in capsys.readouterr().out
     assert main(["history", "--metric", "latency_device", "--json", *base]) == 0
     history = json.loads(capsys.readouterr().out)
-    assert history["metrics"]["latency_device"]["values"] == [10.0, 12.0, 10.01]
+    assert history["metrics"]["m::latency_device"]["values"] == [10.0, 12.0, 10.01]
     assert main(["runs", "--json", *base]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [r["run_id"] for r in listed] == [first.name, second.name, third.name]
@@ -253,7 +276,7 @@ def test_hil_run_killed_mid_suite_leaves_a_journal_that_hil_report_rebuilds(tmp_
     assert [t["id"] for t in finished] == ["test_device.py::test_device_reports_the_model_it_was_built_with"]
     assert results["firmware"]["build_id"] and results["model"]["name"] == "synthetic-extractor"
     assert results["git"].get("revision") is None or len(results["git"]["revision"]) == 40
-    recorded = {m["key"] for m in results["metrics"]}
+    recorded = {m["name"] for m in results["metrics"]}
     completed_in_journal = {json.loads(line)["measurement"]["name"] for line in journal.read_text().splitlines()
                             if '"kind":"measurement"' in line}
     assert recorded == completed_in_journal
@@ -286,7 +309,8 @@ def test_xdist_workers_write_one_run(pytester):
     assert len(runs) == 1, runs
     results = load_results(runs[0])
     assert results["verdict"] == "pass" and results["counts"] == {"passed": 6}
-    assert sorted(m["key"] for m in results["metrics"]) == [f"figure_{i}" for i in range(6)]
+    assert sorted(m["name"] for m in results["metrics"]) == [f"figure_{i}" for i in range(6)]
+    assert {m["key"] for m in results["metrics"]} == {f"test_record[{i}]::figure_{i}" for i in range(6)}
     workers = {json.loads(line).get("worker") for line in (runs[0] / "journal.jsonl").read_text().splitlines()}
     assert {"gw0", "gw1"} <= workers
     assert (out / "latest").resolve() == runs[0].resolve()
@@ -305,6 +329,12 @@ def test_plain_progress_lines_every_tenth_and_every_few_seconds():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 10 and lines[0].startswith("check qemu: 10/100 (10%), 1 mismatched")
     assert lines[-1].startswith("check qemu: 100/100 (100%)")
+    ten = io.StringIO()
+    with ProgressDisplay("ten", 10, stream=ten, every_s=3600) as p:
+        for _ in range(10):
+            p.advance()
+    assert [line.split(":")[1].split()[0] for line in ten.getvalue().splitlines()] == [f"{i}/10" for i in
+                                                                                       range(1, 11)]
     slow = io.StringIO()
     with ProgressDisplay("accuracy", 1000, stream=slow, every_s=0.0) as p:
         p.advance()
@@ -353,3 +383,34 @@ def test_nightly_script_makes_a_reference_then_compares_against_it(tmp_path):
     assert latest != (reports / "reference").resolve()
     assert json.loads((latest / "comparison.json").read_text())["reference"]["run_id"] == \
         (reports / "reference").resolve().name
+
+
+AGAINST_TEST = """
+import os
+from hil.measure.measurement import Measurement
+
+def test_latency(hil_results):
+    hil_results.record(Measurement("latency_device", float(os.environ["LATENCY_MS"]), "ms", "emulated"))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_against_latest_means_the_run_before_this_one(pytester, monkeypatch):
+    pytester.makepyfile(test_inner=AGAINST_TEST)
+    out = pytester.path / "out"
+    monkeypatch.setenv("LATENCY_MS", "10")
+    pytester.runpytest("--hil-target", "host", "--hil-report-dir", str(out)).assert_outcomes(passed=1)
+    first = (out / "latest").resolve()
+    monkeypatch.setenv("LATENCY_MS", "35")  # 3.5x: beyond even the wall-clock tolerance of the host target
+    result = pytester.runpytest("--hil-target", "host", "--hil-report-dir", str(out), "--hil-against", "latest")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the test passed; the comparison failed the session
+    result.stdout.fnmatch_lines(["*test_latency::latency_device*regressed*", "*1 regression(s) against*"])
+    second = (out / "latest").resolve()
+    assert second != first
+    comparison = json.loads((second / "comparison.json").read_text())
+    assert comparison["reference"]["run_id"] == first.name
+    results = json.loads((second / "results.json").read_text())
+    assert results["verdict"] == "fail" and results["comparison"]["regressions"] == 1
+    assert 'hil_run_passed{' in (second / "metrics.txt").read_text()
+    assert "} 0.0" in [line for line in (second / "metrics.txt").read_text().splitlines()
+                       if line.startswith("hil_run_passed")][0]

@@ -12,8 +12,6 @@ with the protocol traffic under <report dir>/logs/.
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,6 @@ from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
 from hil.plugin.options import _BENCH_KEY, _OPTIONS, _get, _int_option
-from hil.plugin.runs import run_logs_dir
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.accuracy.subset import ImageSet  # the accuracy section
@@ -63,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def hil_options(pytestconfig: pytest.Config) -> DutOptions:
+def hil_options(pytestconfig: pytest.Config, hil_run_dir: Path) -> DutOptions:
     fw = _get(pytestconfig, "hil_fw")
     return DutOptions(
         target=_get(pytestconfig, "hil_target"),
@@ -71,7 +68,7 @@ def hil_options(pytestconfig: pytest.Config) -> DutOptions:
         baud=_int_option(pytestconfig, "hil_baud"),
         firmware=Path(fw) if fw else None,
         flash=not pytestconfig.getoption("hil_no_flash") and _bench_flash(pytestconfig),
-        log_dir=run_logs_dir(pytestconfig),
+        log_dir=hil_run_dir / "logs",
         timeout_s=float(_get(pytestconfig, "hil_timeout")),
     )
 
@@ -123,29 +120,6 @@ def dut(request: pytest.FixtureRequest, hil_model: DeviceModel, hil_options: Dut
     finally:
         unregister_dut(request.config, device)
         device.close()
-
-
-# Per-test protocol logs: a file handler on the `hil` logger while a test that uses the device runs.
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    if "dut" not in getattr(item, "fixturenames", ()):
-        yield
-        return
-    log_dir = run_logs_dir(item.config)
-    path = log_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".log")
-    handler = logging.FileHandler(path, mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("hil")
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    item.user_properties.append(("hil_log", str(path)))
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-        handler.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

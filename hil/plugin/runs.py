@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import re
+import secrets
 import sys
 import threading
 import time
@@ -29,15 +32,16 @@ import pytest
 from hil.measure.measurement import Measurement
 from hil.model.artifacts import resolve_model
 from hil.plugin.options import _get, report_dir
-from hil.report.build import COMPARISON_NAME, build_report, write_json
+from hil.report.build import COMPARISON_NAME, write_json
 from hil.report.compare import ToleranceError, ToleranceTable, compare_results, comparison_lines, summary_line
-from hil.report.journal import JOURNAL_NAME
+from hil.report.journal import JOURNAL_NAME, read_journal
 from hil.report.recorder import RunRecorder
-from hil.report.rundir import RunDirError, base_of, new_run_path, resolve_run
+from hil.report.rundir import RunDirError, base_of, make_run_dir, new_run_path, resolve_run
 from hil.report.summary import load_results
 
 # A test is part of the run when it uses one of these (directly or through its fixtures).
-HIL_FIXTURES = frozenset({"dut", "hil_results", "power_analyzer", "remote_model", "hil_reference", "hil_model",
+HIL_FIXTURES = frozenset({"dut", "hil_results", "hil_run_dir", "power_analyzer", "remote_model", "hil_reference",
+                          "hil_model",
                           "hil_dataset", "hil_images", "hil_options", "hil_bench", "hil_progress"})
 HEARTBEAT_S = 10.0  # plain progress lines at least this often when the output is not a terminal
 MESSAGE_CHARS = 6000
@@ -47,14 +51,15 @@ MESSAGE_CHARS = 6000
 class RunState:
     path: Path
     command: str
+    session: str  # a token in run_start: a worker attaches only to its own session's journal
+    explicit: bool = False  # --hil-run-dir: exactly this directory, never another name
     worker: str | None = None
     recorder: RunRecorder | None = None
-    current: str | None = None  # the HIL test running now
-    current_since: float = 0.0
-    progress: str = ""  # what the running test last said about its progress
+    progress: str = ""  # what the running HIL test last said about its progress (hil_results.progress)
+    running: dict[str, float] = field(default_factory=dict)  # node id -> start (controller side, for the heartbeat)
     done: int = 0
     total: int = 0
-    against: str | None = None
+    against: Path | None = None  # the reference run, resolved when the session starts
     tolerances: Path | None = None
     comparison: dict | None = None
     reports: list[pytest.TestReport] = field(default_factory=list)
@@ -89,6 +94,7 @@ def pytest_configure_runs(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: the controller named the run
         config.stash[_STATE] = RunState(Path(workerinput["hil_run_dir"]), workerinput["hil_run_command"],
+                                        workerinput["hil_run_session"], explicit=True,
                                         worker=workerinput.get("workerid"))
         return
     raw = config.getoption("hil_run_dir")
@@ -101,15 +107,15 @@ def pytest_configure_runs(config: pytest.Config) -> None:
             ToleranceTable.load(Path(tolerances))
         except ToleranceError as exc:
             raise pytest.UsageError(f"--hil-tolerances: {exc}") from None
-    against = config.getoption("hil_against")
-    if against:
-        try:
-            resolve_run(against, report_dir(config))
+    against = None
+    if config.getoption("hil_against"):
+        try:  # now, before this run moves `latest`: --hil-against latest means the run before this one
+            against = resolve_run(config.getoption("hil_against"), report_dir(config))
         except RunDirError as exc:
             raise pytest.UsageError(f"--hil-against: {exc}") from None
     command = " ".join(["pytest", *config.invocation_params.args])
-    config.stash[_STATE] = RunState(path.resolve(), command, against=against,
-                                    tolerances=Path(tolerances) if tolerances else None)
+    config.stash[_STATE] = RunState(path.resolve(), command, secrets.token_hex(8), explicit=bool(raw),
+                                    against=against, tolerances=Path(tolerances) if tolerances else None)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config.stash[_STATE]), "hil-runs-xdist")
 
@@ -121,6 +127,7 @@ class _XdistHooks:
     def pytest_configure_node(self, node) -> None:  # noqa: ANN001 (xdist's WorkerController)
         node.workerinput["hil_run_dir"] = str(self.state.path)
         node.workerinput["hil_run_command"] = self.state.command
+        node.workerinput["hil_run_session"] = self.state.session
 
 
 def run_state(config: pytest.Config) -> RunState | None:
@@ -128,7 +135,9 @@ def run_state(config: pytest.Config) -> RunState | None:
 
 
 def recorder(config: pytest.Config) -> RunRecorder:
-    """The session's run (made on first use; under xdist by whichever worker gets there first)."""
+    """The session's run, made on first use (under xdist by whichever worker gets there first; the others attach).
+    A directory that already holds another session's run is never appended to: without --hil-run-dir the run
+    takes the next free name, with it (or in a worker) the session stops with an error."""
     state = config.stash[_STATE]
     if state.recorder is not None:
         return state.recorder
@@ -136,31 +145,71 @@ def recorder(config: pytest.Config) -> RunRecorder:
     lock_path = state.path.parent / f".{state.path.name}.lock"
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (state.path / JOURNAL_NAME).exists():
-            state.recorder = RunRecorder.attach(state.path, worker=state.worker)
-        else:
-            model = None
-            try:
-                raw = _get(config, "hil_model")
-                model = resolve_model(Path(raw) if raw else None)
-            except Exception:  # recorded without a model; the hil_model fixture fails the tests with the reason
-                pass
-            options = {flag: _get(config, ini) for flag, ini in (
-                ("--hil-target", "hil_target"), ("--hil-port", "hil_port"), ("--hil-baud", "hil_baud"),
-                ("--hil-fw", "hil_fw"), ("--hil-bench", "hil_bench"), ("--hil-images", "hil_images"),
-                ("--hil-timeout", "hil_timeout"), ("--hil-visa", "hil_visa"))}
-            state.recorder = RunRecorder.create(
-                base_of(state.path), command=state.command, target=_get(config, "hil_target"), model=model,
-                options=options, code_dir=Path(config.rootpath), run_dir=state.path)
-            if state.worker is not None:
-                state.recorder.journal.worker = state.worker
+        journal = state.path / JOURNAL_NAME
+        if journal.exists() and journal.stat().st_size:
+            owner = read_journal(journal).records[0].get("session")
+            if owner == state.session:
+                state.recorder = RunRecorder.attach(state.path, worker=state.worker)
+            elif state.explicit:
+                raise RunDirError(f"{state.path} already holds another run (session {owner}); a run directory is "
+                                  "never written over: name a new --hil-run-dir")
+            else:
+                state.path = make_run_dir(base_of(state.path), _get(config, "hil_target"), _model_name(config))
+        if state.recorder is None:
+            state.recorder = _create(config, state)
     with contextlib.suppress(FileNotFoundError):
         lock_path.unlink()
     return state.recorder
 
 
+def _create(config: pytest.Config, state: RunState) -> RunRecorder:
+    model = None
+    try:
+        raw = _get(config, "hil_model")
+        model = resolve_model(Path(raw) if raw else None)
+    except Exception:  # recorded without a model; the hil_model fixture fails the tests with the reason
+        pass
+    options = {flag: _get(config, ini) for flag, ini in (
+        ("--hil-target", "hil_target"), ("--hil-port", "hil_port"), ("--hil-baud", "hil_baud"),
+        ("--hil-fw", "hil_fw"), ("--hil-bench", "hil_bench"), ("--hil-images", "hil_images"),
+        ("--hil-timeout", "hil_timeout"), ("--hil-visa", "hil_visa"))}
+    rec = RunRecorder.create(base_of(state.path), command=state.command, target=_get(config, "hil_target"),
+                             model=model, options=options, code_dir=Path(config.rootpath), run_dir=state.path,
+                             session=state.session)
+    rec.journal.worker = state.worker
+    return rec
+
+
 def run_logs_dir(config: pytest.Config) -> Path:
     return recorder(config).logs_dir
+
+
+@pytest.fixture(scope="session")
+def hil_run_dir(pytestconfig: pytest.Config) -> Path:
+    """The session's run directory (reports/runs/<UTC time>-<target>-<model>/); logs/ holds the device logs."""
+    return recorder(pytestconfig).run_dir
+
+
+# Per-test protocol logs: a file handler on the `hil` logger while a test that uses the device runs.
+@pytest.hookimpl(specname="pytest_runtest_call", hookwrapper=True)
+def pytest_runtest_call_runs(item: pytest.Item) -> Iterator[None]:
+    if "dut" not in getattr(item, "fixturenames", ()):
+        yield
+        return
+    path = run_logs_dir(item.config) / (re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid) + ".log")
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("hil")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    item.user_properties.append(("hil_log", str(path)))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
 
 
 def is_hil_item(item: pytest.Item) -> bool:
@@ -186,15 +235,13 @@ def pytest_runtest_protocol_runs(item: pytest.Item) -> Iterator[None]:
         return
     rec = recorder(item.config)
     rec.test_start(item.nodeid)
-    state.current, state.current_since, state.progress, state.reports = item.nodeid, time.monotonic(), "", []
+    state.progress, state.reports = "", []
     try:
         yield
     finally:
         outcome, duration, message = _outcome(state.reports)
         _journal_device_logs(rec, item, outcome, state.reports)
         rec.test_end(item.nodeid, outcome, duration, message)
-        state.current = None
-        state.done += 1
 
 
 @pytest.hookimpl(specname="pytest_runtest_makereport", hookwrapper=True)
@@ -208,7 +255,11 @@ def pytest_runtest_makereport_runs(item: pytest.Item, call: pytest.CallInfo) -> 
 def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
     """passed | failed | error (setup or teardown failed) | skipped | xfailed | xpassed, as pytest reports it."""
     duration = sum(r.duration for r in reports)
-    outcome, message = "passed", ""
+    # Passed only with a passing call: a test stopped by Ctrl-C or a crash of the session has no call report.
+    outcome, message = "error", "interrupted: the test never finished (Ctrl-C, or the session stopped)"
+    for r in reports:
+        if r.when == "call" and r.passed:
+            outcome, message = "passed", ""
     for r in reports:
         if r.failed:
             outcome = "failed" if r.when == "call" else "error"
@@ -221,8 +272,6 @@ def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
             break
         if r.when == "call" and hasattr(r, "wasxfail"):
             outcome = "xpassed"
-    if not reports:
-        outcome, message = "error", "no report: the test was interrupted"
     return outcome, duration, message
 
 
@@ -323,41 +372,74 @@ def pytest_fixture_setup_runs(fixturedef: pytest.FixtureDef, request: pytest.Fix
 
 # --- progress when the output is not a terminal ---
 
+_STDOUT_FD = pytest.StashKey[int]()
+_HEARTBEAT = pytest.StashKey["_Heartbeat"]()
+
+
+@pytest.hookimpl(specname="pytest_load_initial_conftests", tryfirst=True, hookwrapper=True)
+def pytest_load_initial_conftests_runs(early_config: pytest.Config) -> Iterator[None]:
+    """Keeps a copy of the real stdout before pytest's output capture takes file descriptor 1 over: the
+    heartbeat writes there, so its lines reach a pipe while a test runs (and its output is captured)."""
+    with contextlib.suppress(OSError, ValueError):
+        early_config.stash[_STDOUT_FD] = os.dup(sys.stdout.fileno())
+    yield
+
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, state: RunState, write) -> None:  # noqa: ANN001 (a callable taking a line)
+    def __init__(self, state: RunState, fd: int) -> None:
         super().__init__(name="hil-heartbeat", daemon=True)
-        self.state, self.write, self.stop = state, write, threading.Event()
+        self.state, self.fd, self.stop = state, fd, threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
             s = self.state
-            if s.current is None:
+            running = dict(s.running)
+            if not running:
                 continue
-            extra = f", {s.progress}" if s.progress else ""
-            self.write(f"[hil] {s.done}/{s.total} HIL tests done; running {s.current} for "
-                       f"{time.monotonic() - s.current_since:.0f} s{extra}")
+            now = time.monotonic()
+            oldest, since = min(running.items(), key=lambda kv: kv[1])
+            also = f" (and {len(running) - 1} more)" if len(running) > 1 else ""
+            extra = f", {s.progress}" if s.progress and len(running) == 1 else ""
+            total = f"/{s.total}" if s.total else ""
+            line = (f"[hil] {s.done}{total} tests done; running {oldest} for {now - since:.0f} s{also}{extra}\n")
+            with contextlib.suppress(OSError):
+                os.write(self.fd, line.encode())
+
+
+class _ProgressHooks:
+    """Registered on the controller (the process that prints): which tests run now, wherever they run (xdist
+    reports every worker's test starts and ends here too)."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.state.running[nodeid] = time.monotonic()
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        if self.state.running.pop(nodeid, None) is not None:
+            self.state.done += 1
+
+
+@pytest.hookimpl(specname="pytest_collection_finish")
+def pytest_collection_finish_runs(session: pytest.Session) -> None:
+    state = run_state(session.config)
+    if state is not None and state.worker is None:
+        state.total = len(session.items)
 
 
 @pytest.hookimpl(specname="pytest_sessionstart")
 def pytest_sessionstart_runs(session: pytest.Session) -> None:
     state = run_state(session.config)
-    if state is None or state.worker is not None or sys.stdout.isatty():
+    if state is None or state.worker is not None:
         return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        return
-
-    def write(line: str) -> None:
-        reporter.write_line(line)
-        reporter._tw.flush()
-
-    beat = _Heartbeat(state, write)
+    session.config.pluginmanager.register(_ProgressHooks(state), "hil-runs-progress")
+    fd = session.config.stash.get(_STDOUT_FD, None)
+    if fd is None or os.isatty(fd):
+        return  # a terminal has pytest's own live progress
+    beat = _Heartbeat(state, fd)
     session.config.stash[_HEARTBEAT] = beat
     beat.start()
-
-
-_HEARTBEAT = pytest.StashKey[_Heartbeat]()
 
 
 @pytest.hookimpl(specname="pytest_sessionfinish", trylast=True)
@@ -366,19 +448,20 @@ def pytest_sessionfinish_runs(session: pytest.Session, exitstatus: int) -> None:
     if beat is not None:
         beat.stop.set()
     state = run_state(session.config)
-    if state is None or state.worker is not None or not (state.path / JOURNAL_NAME).exists():
+    if state is None or state.worker is not None:
         return
+    if not (state.path / JOURNAL_NAME).exists():
+        return  # no HIL test ran: no run
     rec = state.recorder or RunRecorder.attach(state.path)
-    rec.finish(int(exitstatus))
-    if state.against:
-        reference = resolve_run(state.against, report_dir(session.config))
-        comparison = compare_results(load_results(state.path), load_results(reference),
+    status = int(exitstatus)
+    if state.against is not None:  # compared before run_end, so the verdict in every report file includes it
+        comparison = compare_results(load_results(state.path), load_results(state.against),
                                      ToleranceTable.load(state.tolerances))
         write_json(state.path / COMPARISON_NAME, comparison)
-        build_report(state.path)
         state.comparison = comparison
-        if comparison["verdict"] == "fail" and session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if comparison["verdict"] == "fail" and status == 0:
+            status = session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    rec.finish(status)
 
 
 @pytest.hookimpl(specname="pytest_terminal_summary")

@@ -48,6 +48,12 @@ def build_report(run_dir: Path, *, history_runs: int = 20) -> ReportFiles:
     results = load_results(run_dir)
     comparison_file = run_dir / COMPARISON_NAME
     comparison = json.loads(comparison_file.read_text()) if comparison_file.is_file() else None
+    if comparison is not None:
+        # A regression against the reference fails the run in every file, not only in the exit status.
+        results["comparison"] = {"reference": comparison["reference"]["run_id"], "verdict": comparison["verdict"],
+                                 "regressions": comparison["regressions"], "counts": comparison["counts"]}
+        if comparison["verdict"] == "fail" and results["verdict"] == "pass":
+            results["verdict"] = "fail"
     files = [
         write_json(run_dir / RESULTS_NAME, results),
         write_junit(results, run_dir / "junit.xml"),

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from hil.dut import EMULATED_TARGETS
+
 FAILING = ("regressed", "missing")
 CLASSES = ("deterministic", "noisy", "wallclock")
 
@@ -124,11 +126,12 @@ class Row:
     provenance: str
 
 
-def noise_class(provenance: str | None, deterministic_cycles: bool, clock: str | None) -> str:
-    """Hardware and real instruments are noisy. Emulated figures repeat exactly (QEMU's icount, accuracy on a
-    fixed image set, the models computed from them), except those timed by the host's clock on a target whose
-    counter is a wall clock (host): "wallclock"."""
-    if provenance == "measured":
+def noise_class(provenance: str | None, deterministic_cycles: bool, clock: str | None, emulated: bool) -> str:
+    """Hardware and real instruments are noisy, and so is anything modelled from a board's timing. Emulated
+    figures repeat exactly (QEMU's icount, accuracy on a fixed image set, the models computed from them), except
+    those timed by the host's clock on an emulated target: "wallclock" (the host target's counter is the host's
+    clock; round trips are the host's on every target)."""
+    if provenance == "measured" or not emulated:
         return "noisy"
     if clock == "host" or (clock == "device" and not deterministic_cycles):
         return "wallclock"
@@ -152,11 +155,12 @@ def compare_results(now: dict[str, Any], reference: dict[str, Any], table: Toler
     rows: list[Row] = []
     ref_metrics, now_metrics = _metrics(reference), _metrics(now)
     det_now = deterministic_cycles(now) and deterministic_cycles(reference)
+    emulated = all((r.get("target") or {}).get("name") in EMULATED_TARGETS for r in (now, reference))
     for key in [*ref_metrics, *(k for k in now_metrics if k not in ref_metrics)]:
         r, n = ref_metrics.get(key), now_metrics.get(key)
         m = n or r
         provenance = (n or {}).get("provenance") or (r or {}).get("provenance") or ""
-        cls = noise_class(provenance, det_now, table.spec(key).get("clock"))
+        cls = noise_class(provenance, det_now, table.spec(key).get("clock"), emulated)
         tol = table.lookup(key, cls)
         ref_v, now_v = _num(r.get("value")) if r else None, _num(n.get("value")) if n else None
         delta = None if ref_v is None or now_v is None else now_v - ref_v

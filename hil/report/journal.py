@@ -82,9 +82,14 @@ class Journal:
         record.update(_jsonable(fields))
         line = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size == 0:
+                _fsync_dir(self.path.parent)  # a new journal: its directory entry must survive a power cut too
+            elif os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a writer was killed mid-line: end that torn line, never glue onto it
             view = memoryview(line)
             while view:  # a regular file takes the whole line at once; loop for the letter of the API
                 view = view[os.write(fd, view):]
@@ -92,6 +97,14 @@ class Journal:
         finally:
             os.close(fd)  # closing releases the lock
         return record
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

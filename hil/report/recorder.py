@@ -53,20 +53,20 @@ class RunRecorder:
     @classmethod
     def create(cls, reports: Path, *, command: str, target: str, model: DeviceModel | None,
                options: dict[str, Any] | None = None, code_dir: Path | None = None,
-               run_dir: Path | None = None) -> RunRecorder:
+               run_dir: Path | None = None, session: str | None = None) -> RunRecorder:
         """A new run directory under <reports>/runs/ (or exactly `run_dir`) and its run_start record."""
         name = model.name if model is not None else "no-model"
         if run_dir is None:
             run_dir = make_run_dir(Path(reports), target, name)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            if (run_dir / JOURNAL_NAME).exists():
+            if (run_dir / JOURNAL_NAME).exists() and (run_dir / JOURNAL_NAME).stat().st_size:
                 raise FileExistsError(f"{run_dir} already holds a run; a run directory is never written over")
         recorder = cls(run_dir, Journal(run_dir / JOURNAL_NAME))
         recorder.journal.append(
             "run_start", run_id=run_dir.name, command=command, target=target,
             target_provenance=PROVENANCE.get(target, target), model=model_record(model), options=options or {},
-            environment=environment(code_dir or Path.cwd()),
+            environment=environment(code_dir or Path.cwd()), session=session,
         )
         return recorder
 

@@ -55,9 +55,14 @@ def make_run_dir(base: Path, target: str, model: str) -> Path:
         path = new_run_path(base, target, model)
         try:
             path.mkdir()
-            return path
         except FileExistsError:
             continue
+        fd = os.open(runs, os.O_RDONLY)  # the new entry of runs/ survives a power cut
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return path
     raise RunDirError(f"could not make a new run directory under {runs}")
 
 
@@ -78,9 +83,16 @@ def base_of(run_dir: Path) -> Path:
 
 
 def mark_latest(run_dir: Path) -> None:
+    """Points reports/latest at `run_dir` unless it already points at a newer run (names sort by start time: a
+    long run that ends after a later, short one does not take `latest` back)."""
     run_dir = Path(run_dir).resolve()
-    if run_dir.parent.name == RUNS:
-        _relink(base_of(run_dir) / LATEST, run_dir)
+    if run_dir.parent.name != RUNS:
+        return
+    link = base_of(run_dir) / LATEST
+    current = link.resolve() if link.is_symlink() else None
+    if current is not None and current.is_dir() and current.parent == run_dir.parent and current.name > run_dir.name:
+        return
+    _relink(link, run_dir)
 
 
 def mark_reference(run_dir: Path) -> Path:

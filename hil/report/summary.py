@@ -39,9 +39,11 @@ class TestRecord:
                 "logs": self.logs}
 
 
-def metric_key(test: str | None, name: str, duplicates: set[str]) -> str:
-    """A metric's key across runs: its name, or `<test function>::<name>` when two tests record the same name."""
-    if name not in duplicates or not test:
+def metric_key(test: str | None, name: str) -> str:
+    """A metric's key across runs: `<test function>::<name>` for a pytest test (the function, not the path, which
+    depends on the rootdir; the same key whichever tests ran, so -k subsets and killed runs compare cleanly), and
+    the bare name for a `hil` command's run (one test, "hil check")."""
+    if not test or test.startswith("hil "):
         return name
     return f"{test.split('::')[-1]}::{name}"
 
@@ -61,14 +63,8 @@ def summarize(journal: JournalContents) -> dict[str, Any]:
         elif kind == "log" and test in tests:
             tests[test].logs.append({"source": r.get("source"), "text": r.get("text", "")})
 
-    raw_metrics = [(r.get("test"), r["measurement"]) for r in journal.of_kind("measurement")]
-    tests_of: dict[str, set[str | None]] = {}
-    for t, m in raw_metrics:
-        tests_of.setdefault(m["name"], set()).add(t)
-    duplicates = {n for n, ts in tests_of.items() if len(ts) > 1}
-    metrics = []
-    for test, m in raw_metrics:
-        metrics.append({"key": metric_key(test, m["name"], duplicates), "test": test, **m})
+    metrics = [{"key": metric_key(r.get("test"), r["measurement"]["name"]), "test": r.get("test"), **r["measurement"]}
+               for r in journal.of_kind("measurement")]
 
     running = [t.id for t in tests.values() if t.outcome == "running"]
     counts = Counter(t.outcome for t in tests.values())
