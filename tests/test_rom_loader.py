@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import random
 import selectors
 import shutil
@@ -24,6 +23,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import esptool
@@ -53,9 +53,9 @@ def data(n: int, seed: int = 1, compressible: bool = False) -> bytes:
 
 
 def esptool_api(url: str, *args: str) -> str:
-    """esptool.main() in this process; its output. Raises esptool's FatalError as it is."""
+    """esptool.main() in this process; its output (stdout and stderr). Raises esptool's FatalError as it is."""
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         esptool.main(["--port", url, *args])
     return out.getvalue()
 
@@ -71,7 +71,7 @@ def image(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def loader(image: Path):
+def loader(image: Path) -> Iterator[RomLoader]:
     with RomLoader(image, "8MB") as rl:
         yield rl
 
@@ -189,9 +189,12 @@ def test_chip_id_and_read_mac_auto_and_explicit(loader: RomLoader) -> None:
 def test_wrong_chip_argument_fails_with_esptools_mismatch_message(loader: RomLoader) -> None:
     proc = esptool_cli(loader.url, "--chip", "esp32", "chip-id")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"A fatal error occurred: Failed to connect" not in proc.stdout
-    assert MISMATCH in proc.stdout + proc.stderr
+    assert f"A fatal error occurred: {MISMATCH}" in proc.stdout + proc.stderr
     assert loader.stats().commands["GET_SECURITY_INFO"] == 1
+    with pytest.raises(FatalError, match=MISMATCH):
+        esptool_api(loader.url, "--chip", "esp32", "read-mac")
+    # esptool's connect() leaves its port open after that error; the next client takes the loader over
+    assert "Connected to ESP32-S3" in esptool_api(loader.url, "--chip", "esp32s3", "--no-stub", "read-mac")
 
 
 # --- writing, verifying, reading, erasing --------------------------------------------------------------------
@@ -211,13 +214,12 @@ def test_write_flash(loader: RomLoader, image: Path, files: dict[str, Path], stu
     assert out.count("Hash of data verified.") == 2
     stats = loader.stats()
     assert stats.stub_uploads == (1 if stub else 0)
-    data_op = "FLASH_DEFL_DATA" if compress else "FLASH_DATA"
-    other_op = "FLASH_DATA" if compress else "FLASH_DEFL_DATA"
-    assert stats.commands[data_op] > 0 and stats.flash_data_packets >= stats.commands[data_op] - 1
-    if not compress:
-        assert stats.commands[other_op] == 0
-    if compress:  # compressed for real, less on the wire than on the flash
+    assert stats.flash_data_packets == stats.commands["FLASH_DATA"] + stats.commands["FLASH_DEFL_DATA"]
+    if compress:  # the text file went compressed (the random one cannot be compressed and goes as it is)
+        assert stats.commands["FLASH_DEFL_DATA"] > 0
         assert f"Wrote {len(files['text'].read_bytes())} bytes (" in out
+    else:
+        assert stats.commands["FLASH_DEFL_DATA"] == 0 and stats.commands["FLASH_DATA"] > 0
     assert not stats.failures
     text, rnd = files["text"].read_bytes(), files["random"].read_bytes()
     assert loader.read_flash(0x10000, len(text)) == text
@@ -236,7 +238,8 @@ def test_verify_flash_with_and_without_stub(loader: RomLoader, files: dict[str, 
         assert "Verification successful (digest matched)." in out
         with pytest.raises(FatalError, match="Verification failed"):
             esptool_api(loader.url, *opts, "verify-flash", "0x8000", str(files["other"]))
-    assert loader.stats().last_md5 == (0x8000, 20_000, hashlib.md5(files["other"].read_bytes()).hexdigest())
+    # the chip's MD5 is of what the flash holds
+    assert loader.stats().last_md5 == (0x8000, 20_000, hashlib.md5(files["random"].read_bytes()).hexdigest())
 
 
 def test_read_flash_back_with_and_without_stub(loader: RomLoader, files: dict[str, Path], tmp_path: Path) -> None:
@@ -290,7 +293,7 @@ def test_target_write_flash_command_flashes_through_loader(tmp_path: Path) -> No
     build.mkdir()
     shutil.copy(paths.FIXTURES / "esp32s3" / "flasher_args.json", build / "flasher_args.json")
     blobs = {"bootloader/bootloader.bin": b"BOOT" * 300, "partition_table/partition-table.bin": data(3072, 4),
-             "hil_fw.bin": data(70_001, 5, compressible=True)}
+         "hil_fw.bin": data(70_001, 5, compressible=True)}
     for rel, blob in blobs.items():
         (build / rel).parent.mkdir(parents=True, exist_ok=True)
         (build / rel).write_bytes(blob)
@@ -303,6 +306,7 @@ def test_target_write_flash_command_flashes_through_loader(tmp_path: Path) -> No
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=45, check=False)
         assert proc.returncode == 0 and proc.stdout.count("already in flash, skipping write.") == 3
         assert rl.stats().flash_data_packets == packets
+        assert rl.stats().baud == 921_600  # the target's esptool baud rate, set through CHANGE_BAUDRATE
         for (offset, _), blob in zip(plan.files, (blobs["bootloader/bootloader.bin"],
                                                   blobs["partition_table/partition-table.bin"],
                                                   blobs["hil_fw.bin"]), strict=True):
@@ -320,10 +324,10 @@ def test_writing_past_the_end_of_flash_fails(loader: RomLoader, files: dict[str,
     # what the loader itself answers when FLASH_BEGIN / FLASH_DEFL_BEGIN reach past the end
     esp = detect_chip(loader.url, connect_mode="no-reset")
     try:
-        with pytest.raises(FatalError, match=r"enter flash download mode \(result was 01060000: Message is ok"):
+        with pytest.raises(FatalError, match=r"(?i)enter flash download mode \(result was 0106: Message is ok"):
             esp.flash_begin(0x8000, 8 * MB - 0x4000)
         stub = esp.run_stub()
-        with pytest.raises(FatalError, match=r"compressed flash mode \(result was c400: Failed SPI operation"):
+        with pytest.raises(FatalError, match=r"(?i)compressed flash mode \(result was c400: Failed SPI operation"):
             stub.flash_defl_begin(0x8000, 100, 8 * MB - 0x4000)
         stub.flash_begin(0x1000, 8 * MB - 0x1000)  # the last sector is fine
     finally:
@@ -331,16 +335,16 @@ def test_writing_past_the_end_of_flash_fails(loader: RomLoader, files: dict[str,
     assert loader.read_flash(8 * MB - 0x1000, 16) == b"\xff" * 16
 
 
+def words(*values: int) -> bytes:
+    return b"".join(v.to_bytes(4, "little") for v in values)
+
+
 def test_bad_checksum_gets_the_checksum_error_status(loader: RomLoader) -> None:
     block = data(0x400, 6)
     raw = RawClient(loader.url)
     try:
-        raw.sync()
-        _, _, status = raw.command(request(Op.FLASH_BEGIN, bytes(4 * 4) + b"\x00" * 4))
-        assert status == b"\x00" * 4
-        _, _, status = raw.command(request(Op.FLASH_BEGIN, (0x400).to_bytes(4, "little") + (1).to_bytes(4, "little")
-                                           + (0x400).to_bytes(4, "little") + (0x5000).to_bytes(4, "little")
-                                           + bytes(4)))
+        assert raw.sync() != 0  # the ROM's SYNC value (the stub's is 0)
+        _, _, status = raw.command(request(Op.FLASH_BEGIN, words(0x400, 1, 0x400, 0x5000, 0)))
         assert status == b"\x00" * 4
         bad = data_request(Op.FLASH_DATA, 0, block, chk=0xEF)
         assert raw.command(bad)[2] == b"\x01\x07\x00\x00"  # ROM: failed, 0x07 invalid checksum, 2 reserved
@@ -354,64 +358,67 @@ def test_bad_checksum_gets_the_checksum_error_status(loader: RomLoader) -> None:
     try:
         esp.flash_begin(0x400, 0x6000)
         header = (0x400).to_bytes(4, "little") + bytes(12)
-        with pytest.raises(FatalError, match=r"result was 01070000: Checksum error"):
+        with pytest.raises(FatalError, match=r"(?i)result was 0107: Checksum error"):
             esp.check_command("write to target flash", Op.FLASH_DATA, header + block, esp.checksum(block) ^ 1)
         stub = esp.run_stub()
         stub.flash_begin(0x4000, 0x8000)
-        with pytest.raises(FatalError, match=r"result was c100: Bad data checksum"):
+        with pytest.raises(FatalError, match=r"(?i)result was c100: Bad data checksum"):
             stub.check_command("write to target flash", Op.FLASH_DATA, header + block, stub.checksum(block) ^ 1)
     finally:
         esp._port.close()
     assert loader.stats().checksum_errors == 3
 
 
-def test_disconnect_mid_write_keeps_data_and_serves_the_next_client(loader: RomLoader) -> None:
+def test_disconnect_mid_write_keeps_data_and_serves_the_next_client(loader: RomLoader, tmp_path: Path) -> None:
     blocks = [data(0x400, 10 + i) for i in range(4)]
     raw = RawClient(loader.url)
     raw.sync()
-    begin = b"".join(v.to_bytes(4, "little") for v in (4 * 0x400, 4, 0x400, 0x60000, 0))
-    assert raw.command(request(Op.FLASH_BEGIN, begin))[2] == b"\x00" * 4
+    assert raw.command(request(Op.FLASH_BEGIN, words(4 * 0x400, 4, 0x400, 0x60000, 0)))[2] == b"\x00" * 4
     for seq in (0, 1):
         assert raw.command(data_request(Op.FLASH_DATA, seq, blocks[seq]))[2] == b"\x00" * 4
     raw.sock.sendall(slip.encode(data_request(Op.FLASH_DATA, 2, blocks[2]))[:300])  # cut inside a frame
     raw.close()
-    deadline = time.monotonic() + 5
-    while loader.stats().disconnects_mid_write == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert loader.stats().disconnects_mid_write == 1
+    wait_for(lambda: loader.stats().disconnects_mid_write == 1)
     assert loader.read_flash(0x60000, 0x800) == blocks[0] + blocks[1]
     assert loader.read_flash(0x60800, 0x800) == b"\xff" * 0x800  # the ROM erased the region up front
-    out = esptool_api(loader.url, "--no-stub", "verify-flash", "0x60000", str(_tmp_file(blocks[0] + blocks[1])))
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(blocks[0] + blocks[1])
+    out = esptool_api(loader.url, "--no-stub", "verify-flash", "0x60000", str(kept))
     assert "Verification successful" in out
 
 
-def test_esptool_killed_mid_write_then_next_esptool_works(loader: RomLoader, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["socket", "pty"])
+def test_esptool_killed_mid_write_then_next_esptool_works(image: Path, tmp_path: Path, transport: str) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(data(768 * 1024, 7))
-    proc = subprocess.Popen([sys.executable, "-m", "esptool", "--port", loader.url, "--no-stub", "write-flash",
-                             "0x100000", str(big)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while loader.stats().flash_data_packets < 40 and time.monotonic() < deadline:
-            assert proc.poll() is None, "esptool finished before it could be interrupted"
-            time.sleep(0.01)
-        proc.kill()
-    finally:
-        proc.wait(10)
-    written = loader.stats().flash_data_packets
-    assert 40 <= written < 768
-    time.sleep(0.3)
-    assert loader.stats().disconnects_mid_write == 1
-    head = big.read_bytes()[: 40 * 0x400]
-    assert loader.read_flash(0x100000, len(head)) == head
-    out = esptool_api(loader.url, "write-flash", "0x0", str(_tmp_file(b"next client")))
-    assert "Hash of data verified." in out and loader.read_flash(0, 11) == b"next client"
+    with RomLoader(image, "8MB", transport=transport) as rl:
+        proc = subprocess.Popen([sys.executable, "-m", "esptool", "--port", rl.url, "--no-stub", "write-flash",
+                                 "0x100000", str(big)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while rl.stats().flash_data_packets < 40 and time.monotonic() < deadline:
+                assert proc.poll() is None, "esptool finished before it could be interrupted"
+                time.sleep(0.01)
+            proc.kill()
+        finally:
+            proc.wait(10)
+        wait_for(lambda: rl.stats().disconnects_mid_write == 1)
+        assert 40 <= rl.stats().flash_data_packets < 768
+        head = big.read_bytes()[: 40 * 0x400]
+        assert rl.read_flash(0x100000, len(head)) == head
+        small = tmp_path / "small.bin"
+        small.write_bytes(b"next client")
+        out = esptool_api(rl.url, "write-flash", "0x0", str(small))
+        assert "Hash of data verified." in out and rl.read_flash(0, 11) == b"next client"
+        assert rl.stats().connections == 2
+    assert image.read_bytes()[0x100000 : 0x100000 + len(head)] == head
 
 
-def _tmp_file(blob: bytes) -> Path:
-    path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"rom-loader-{os.getpid()}-{hashlib.md5(blob).hexdigest()}.bin"
-    path.write_bytes(blob)
-    return path
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 # --- transports, reset modes, lifecycle ----------------------------------------------------------------------
@@ -420,16 +427,20 @@ def _tmp_file(blob: bytes) -> Path:
 def test_pty_transport_with_default_reset_modes(image: Path, files: dict[str, Path], tmp_path: Path) -> None:
     with RomLoader(image, "8MB", transport="pty") as rl:
         assert rl.url.startswith("/dev/pts/")
+        # API and command line alternate: a pty has no connect event, the loader sees a client go when the
+        # last one closes the slave side; a process start between two clients leaves it ample time for that.
         t0 = time.monotonic()
         out = esptool_api(rl.url, "write-flash", "0x9000", str(files["text"]))  # --before/--after defaults
         assert "Hash of data verified." in out and time.monotonic() - t0 < 10
-        assert "Setting RTS/DTR lines is not supported" in out
+        proc = esptool_cli(rl.url, "--chip", "esp32", "chip-id")
+        assert proc.returncode == 2 and MISMATCH in proc.stdout + proc.stderr
         back = tmp_path / "back.bin"
         esptool_api(rl.url, "--no-stub", "read-flash", "0x9000", "1024", str(back))
         assert back.read_bytes() == files["text"].read_bytes()[:1024]
-        proc = esptool_cli(rl.url, "--chip", "esp32", "chip-id")
-        assert proc.returncode == 2 and MISMATCH in proc.stdout + proc.stderr
-        esptool_api(rl.url, "verify-flash", "0x9000", str(files["text"]))
+        proc = esptool_cli(rl.url, "verify-flash", "0x9000", str(files["text"]))
+        assert proc.returncode == 0 and "Verification successful" in proc.stdout, proc.stdout + proc.stderr
+        # the reset attempts fail with ENOTTY: esptool warns (once per process) and carries on
+        assert "Setting RTS/DTR lines is not supported" in proc.stdout + proc.stderr
         stats = rl.stats()
         assert stats.connections == 4 and stats.stub_uploads == 2  # each client found the ROM loader
 
@@ -454,34 +465,40 @@ def test_no_reset_modes_and_kept_state(image: Path, files: dict[str, Path]) -> N
 
 
 def test_stop_is_prompt_with_a_silent_client_and_port_zero_is_free(image: Path) -> None:
-    rl = RomLoader(image, "4MB")
+    rl = RomLoader(image, "4MB", idle_timeout_s=0.3)
     url = rl.start()
     host, port = url.removeprefix("socket://").rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0
+    dropped = socket.create_connection((host, int(port)), timeout=5)
+    assert dropped.recv(16) == b""  # idle_timeout_s: a client that says nothing is let go
+    dropped.close()
     silent = socket.create_connection((host, int(port)), timeout=5)
     silent.sendall(b"\xc0\x00\x08")  # half a frame, then nothing
-    time.sleep(0.2)
+    time.sleep(0.15)
     t0 = time.monotonic()
     rl.stop()
     assert time.monotonic() - t0 < 1.0 and not rl.running
     silent.close()
 
 
-def test_hil_rom_loader_command_prints_url_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", [["--listen", "127.0.0.1:0"], ["--pty"]], ids=["listen", "pty"])
+def test_hil_rom_loader_command_prints_url_serves_and_stops_on_sigterm(tmp_path: Path, where: list[str]) -> None:
     image = tmp_path / "cli-flash.bin"
     payload = tmp_path / "payload.bin"
     payload.write_bytes(data(10_000, 8))
     code = ("import sys; from hil.cli_rom_loader import main; "
-            "sys.exit(main(['rom-loader', '--flash-image', sys.argv[1], '--flash-size', '4MB', "
-            "'--listen', '127.0.0.1:0']))")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(image)], stdout=subprocess.PIPE,
+            "sys.exit(main(['rom-loader', '--flash-image', sys.argv[1], '--flash-size', '4MB', *sys.argv[2:]]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(image), *where], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         assert sel.select(timeout=15), "no URL within 15 s"
         url = proc.stdout.readline().strip()
-        assert url.startswith("socket://127.0.0.1:") and not url.endswith(":0")
+        if where[0] == "--pty":
+            assert url.startswith("/dev/pts/")
+        else:
+            assert url.startswith("socket://127.0.0.1:") and not url.endswith(":0")
         flashed = esptool_cli(url, "--chip", "esp32s3", "write-flash", "0x2000", str(payload))
         assert flashed.returncode == 0, flashed.stdout + flashed.stderr
         t0 = time.monotonic()
@@ -505,14 +522,12 @@ def test_ram_download_of_other_code_runs_it_and_silences_the_loader(loader: RomL
     raw = RawClient(loader.url)
     try:
         raw.sync()
-        words = (len(code), 1, 0x1800, 0x40380000)
-        assert raw.command(request(Op.MEM_BEGIN, b"".join(w.to_bytes(4, "little") for w in words)))[2] == bytes(4)
+        assert raw.command(request(Op.MEM_BEGIN, words(len(code), 1, 0x1800, 0x40380000)))[2] == bytes(4)
         assert raw.command(data_request(Op.MEM_DATA, 0, code))[2] == bytes(4)
-        assert raw.command(request(Op.MEM_END, (0).to_bytes(4, "little") + (0x40380000).to_bytes(4, "little")))[2] \
-            == bytes(4)
+        assert raw.command(request(Op.MEM_END, words(0, 0x40380000)))[2] == bytes(4)
         time.sleep(0.2)
         assert loader.mode is Mode.APP and loader.stats().stub_uploads == 0
-        bad = b"".join(w.to_bytes(4, "little") for w in (16, 1, 16, 0x10000000))
+        bad = words(16, 1, 16, 0x10000000)
         raw.send(request(Op.MEM_BEGIN, bad))  # the "app" does not answer the loader protocol any more
         raw.sock.settimeout(0.3)
         with pytest.raises(TimeoutError):

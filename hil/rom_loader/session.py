@@ -14,6 +14,7 @@ import hashlib
 import logging
 import struct
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -62,7 +63,7 @@ class LoaderStats:
     commands: Counter[str] = field(default_factory=Counter)  # by command name, failures included
     failures: list[tuple[str, str]] = field(default_factory=list)  # (command, reason), the last 50
     checksum_errors: int = 0
-    flash_data_packets: int = 0  # FLASH_DATA / FLASH_DEFL_DATA blocks written
+    flash_data_packets: int = 0  # FLASH_DATA / FLASH_DEFL_DATA blocks accepted (not counting resends)
     bytes_written: int = 0  # bytes programmed into the flash image
     bytes_erased: int = 0
     stub_uploads: int = 0  # times esptool's flasher stub was loaded and started
@@ -88,13 +89,13 @@ class FrameIO:
         self._frames: deque[bytes] = deque()
 
     def next_frame(self, timeout: float) -> bytes | None:
-        waited = 0.0
+        """The next complete frame, or None after `timeout` seconds (or once the loader is stopping)."""
+        deadline = time.monotonic() + timeout
         while not self._frames:
-            if self.stop.is_set() or waited >= timeout:
+            remaining = deadline - time.monotonic()
+            if self.stop.is_set() or remaining <= 0:
                 return None
-            step = min(self.poll_s, timeout - waited)
-            self._frames.extend(self.decoder.feed(self.link.read(step)))
-            waited += step
+            self._frames.extend(self.decoder.feed(self.link.read(min(self.poll_s, remaining))))
         return self._frames.popleft()
 
     def send(self, packet: bytes) -> None:
@@ -166,6 +167,10 @@ class Session:
         try:
             req = Request.parse(frame)
         except PacketError as e:
+            if len(frame) >= 8 and frame[0] == 0:  # a request with a wrong size field: answered as invalid
+                log.debug("malformed request: %s", e)
+                io.send(response(frame[1], failure=Failure.INVALID_MESSAGE, stub=self.stub))
+                return
             log.debug("ignored frame: %s", e)
             self._count_ignored()
             return
@@ -201,6 +206,7 @@ class Session:
 
     def _set_mode(self, mode: Mode, stub: KnownStub | None = None) -> None:
         self.mode = mode
+        self.download = None  # whatever runs now knows nothing of a download the previous code had open
         with self.lock:
             self.stats.mode = mode.value
             self.stats.stub_running = mode is Mode.STUB
@@ -265,9 +271,9 @@ class Session:
         erased = op.erased
         written = op.data(seq, payload)
         with self.lock:
-            self.stats.bytes_written += written
             self.stats.bytes_erased += op.erased - erased
-            if written:
+            if written is not None:
+                self.stats.bytes_written += written
                 self.stats.flash_data_packets += 1
         return Reply()
 

@@ -64,10 +64,11 @@ class FlashDownload:
             op.erased = flash.erase(offset, size)
         return op
 
-    def data(self, seq: int, payload: bytes) -> int:
-        """Writes one block; returns the bytes programmed (0 for a repeat of the last block)."""
+    def data(self, seq: int, payload: bytes) -> int | None:
+        """Writes one block; returns the bytes programmed (None for a repeat of the last block; 0 when the
+        block only fed the decompressor)."""
         if seq == self.next_seq - 1 and payload == self._last_block:
-            return 0  # resent because our answer got lost: already written
+            return None  # resent because our answer got lost: already written
         if seq != self.next_seq:
             raise CommandError(Failure.INVALID_MESSAGE, f"block {seq} where block {self.next_seq} was due")
         if seq >= self.blocks:
