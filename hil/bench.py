@@ -26,9 +26,10 @@ from typing import Any, NoReturn
 
 import yaml
 
-KNOWN_TARGETS = ("host", "qemu", "esp32s3")
-# Targets that open a serial port the bench names; host and qemu create their own pseudo-terminal.
-SERIAL_TARGETS = ("esp32s3",)
+from hil.targets.registry import SERIAL_TARGETS
+from hil.targets.registry import TARGETS as KNOWN_TARGETS
+
+# SERIAL_TARGETS open a serial port the bench names; host and qemu create their own pseudo-terminal.
 
 
 class BenchError(ValueError):

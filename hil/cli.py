@@ -36,6 +36,7 @@ from hil.cli_train import add_train_parsers
 from hil.dut import PROVENANCE, TARGETS, DutOptions
 from hil.measure.check import check_measurements
 from hil.progress import ProgressDisplay
+from hil.targets.registry import MAKE_PORTS
 
 if TYPE_CHECKING:
     from hil.accuracy.job import AccuracyResult
@@ -107,8 +108,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from hil.model.artifacts import resolve_model
 
     model = resolve_model(args.model)
-    for target in args.target or ["host", "qemu"]:
-        if target not in ("host", "qemu"):
+    for target in args.target or list(MAKE_PORTS):
+        if target not in MAKE_PORTS:
             print(f"hil build: '{target}' is built with ESP-IDF, see device_fw/ports/esp32s3/README.md",
                   file=sys.stderr)
             return EXIT_USAGE
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("build", help="build the firmware for the emulated ports")
-    p.add_argument("--target", action="append", choices=TARGETS, help="host and/or qemu (default both)")
+    p.add_argument("--target", action="append", choices=TARGETS, help="host and/or qemu (default: every target "
+                                                                     "built with make)")
     p.add_argument("--model", type=Path, default=None, help="model directory or .tflite")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_build)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hil.model.artifacts import DeviceModel
+from hil.targets.registry import EMULATED_TARGETS, PROVENANCE, TARGETS
 
 if TYPE_CHECKING:
     from hil.targets.base import Target
@@ -36,15 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hil.dut")
 
-EMULATED_TARGETS = ("host", "qemu")
-TARGETS = (*EMULATED_TARGETS, "esp32s3")
-
-# What a figure from each target is, so that no emulated number is ever mistaken for a hardware one.
-PROVENANCE = {
-    "host": "emulated (host build, POSIX; timings are host wall-clock, not device cycles)",
-    "qemu": "emulated (QEMU Xtensa lx106, instruction-counted; relative measure, not ESP32-S3 hardware)",
-    "esp32s3": "measured on hardware (ESP32-S3)",
-}
+# TARGETS, EMULATED_TARGETS and PROVENANCE (what a figure from each target is, so that no emulated number is ever
+# mistaken for a hardware one) come from the one list of targets, hil/targets/registry.py.
+__all__ = ["EMULATED_TARGETS", "PROVENANCE", "TARGETS", "Dut", "DutError", "DutOptions", "open_dut"]
 
 # Port locks live here (one file per port); HIL_LOCK_DIR overrides it, e.g. for sessions with different TMPDIRs.
 LOCK_DIR_ENV = "HIL_LOCK_DIR"

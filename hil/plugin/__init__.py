@@ -24,6 +24,7 @@ from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
 from hil.plugin.options import _BENCH_KEY, _OPTIONS, _get, _int_option
+from hil.targets.registry import SERIAL_TARGETS
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.accuracy.subset import ImageSet  # the accuracy section
@@ -54,8 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
     target = _get(config, "hil_target")
     if target not in TARGETS:
         raise pytest.UsageError(f"--hil-target: unknown target '{target}'; choose one of {', '.join(TARGETS)}")
-    if target == "esp32s3" and not _get(config, "hil_port"):
-        raise pytest.UsageError("--hil-target esp32s3 needs --hil-port (e.g. /dev/ttyUSB0 or rfc2217://host:4000)")
+    if target in SERIAL_TARGETS and not _get(config, "hil_port"):
+        raise pytest.UsageError(f"--hil-target {target} needs --hil-port (e.g. /dev/ttyUSB0 or rfc2217://host:4000)")
     _int_option(config, "hil_baud")  # hil_images ("all" or N) is checked in the accuracy section below
 
 

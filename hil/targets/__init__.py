@@ -1,37 +1,27 @@
 """Targets: where the firmware runs. `get_target(name, **options)` imports the target's module on demand, so
-the ESP32-S3 target's dependencies are needed only when it is used."""
+the ESP32-S3 target's dependencies are needed only when it is used. The list of targets: hil/targets/registry.py
+(built-ins and the `hil.targets` entry point group)."""
 
 from __future__ import annotations
 
 import importlib
 
 from hil.targets.base import PtyProcessTarget, Target, TargetError, open_client
-
-# name -> "module:class". The esp32s3 module belongs to the board support; it is imported only when asked for.
-_REGISTRY: dict[str, str] = {
-    "host": "hil.targets.host:HostTarget",
-    "qemu": "hil.targets.qemu:QemuTarget",
-    "esp32s3": "hil.targets.esp32s3:Esp32s3Target",
-}
-
-
-def register_target(name: str, spec: str) -> None:
-    """Adds or replaces a target: `spec` is "package.module:ClassName"."""
-    _REGISTRY[name] = spec
+from hil.targets.registry import REGISTRY, TargetSpec
 
 
 def target_names() -> list[str]:
-    return list(_REGISTRY)
+    return list(REGISTRY)
 
 
 def get_target(name: str, **options: object) -> Target:
     """A new, not yet started target. Options: firmware=, log_dir= (all); model_dir= (host, qemu);
     port=, baud=, flash= (esp32s3; accepted and ignored by the emulated targets)."""
     try:
-        spec = _REGISTRY[name]
+        spec = REGISTRY[name]
     except KeyError:
-        raise TargetError(f"unknown target '{name}'; choose one of {', '.join(_REGISTRY)}") from None
-    module_name, _, class_name = spec.partition(":")
+        raise TargetError(f"unknown target '{name}'; choose one of {', '.join(REGISTRY)}") from None
+    module_name, _, class_name = spec.factory.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -43,8 +33,8 @@ __all__ = [
     "PtyProcessTarget",
     "Target",
     "TargetError",
+    "TargetSpec",
     "get_target",
     "open_client",
-    "register_target",
     "target_names",
 ]
