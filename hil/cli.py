@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hil import paths
+from hil.cli_flash import add_flash_parsers
 from hil.cli_rom_loader import add_rom_loader_parser
 from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers, exit_code_for
 from hil.cli_train import add_train_parsers
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_accuracy_parser(sub)  # hil accuracy (end-to-end accuracy checks); defined below
     add_run_parsers(sub)  # hil run, report, compare, runs, history: hil/cli_runs.py
     add_rom_loader_parser(sub)  # hil rom-loader: the emulated ESP32-S3 ROM serial loader (hil/rom_loader/)
+    add_flash_parsers(sub)  # hil flash: esptool writes a build to a board or an emulated device (hil/cli_flash.py)
     return parser
 
 

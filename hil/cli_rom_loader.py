@@ -51,6 +51,8 @@ def add_rom_loader_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentP
     where.add_argument("--pty", action="store_true", help="serve on a pseudo-terminal (/dev/pts/N) instead")
     p.add_argument("--keep-state", action="store_true",
                    help="do not reset the chip into the ROM loader when a new client connects")
+    p.add_argument("--no-pace", action="store_true",
+                   help="move data at memory speed instead of at the UART's pace for the session's baud rate")
     p.set_defaults(func=cmd_rom_loader)
     return p
 
@@ -60,7 +62,8 @@ def cmd_rom_loader(args: argparse.Namespace) -> int:
 
     host, port = args.listen
     loader = RomLoader(args.flash_image, args.flash_size, transport="pty" if args.pty else "socket",
-                       host=host, port=port, reset_on_connect=not args.keep_state)
+                       host=host, port=port, reset_on_connect=not args.keep_state,
+                       pace_uart=not args.no_pace)
     try:
         url = loader.start()
     except FlashImageError as e:

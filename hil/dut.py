@@ -31,8 +31,10 @@ from hil.model.artifacts import DeviceModel
 from hil.targets.registry import EMULATED_TARGETS, PROVENANCE, TARGETS
 
 if TYPE_CHECKING:
+    from hil.firmware.flashimage.flasher import FlashResult, FlashSettings
     from hil.targets.base import Target
     from hil.transport.client import DeviceClient
+    from hil.transport.console import Console
     from hil.transport.frame import DeviceInfo, InferResult, OffloadResult
 
 log = logging.getLogger("hil.dut")
@@ -185,6 +187,10 @@ class DutOptions:
     flash: bool = True  # esp32s3 only
     log_dir: Path | None = None
     timeout_s: float = 10.0
+    # host/qemu: flash the build through the emulated ROM loader into this image file and boot from it (also
+    # when firmware is a build directory; firmware may also be a flash image, booted as it is)
+    flash_image: Path | None = None
+    flash_settings: FlashSettings | None = None  # esptool's baud, --reflash, --erase-all, --before/--after
 
 
 @dataclass
@@ -201,6 +207,7 @@ class Dut:
     options: DutOptions
     port_lock: PortLock | None = None  # a board's serial port, held until close()
     restarts: int = 0  # how often restart() brought the device back
+    flash_result: FlashResult | None = None  # host/qemu: what open_dut flashed into the image it booted from
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -220,6 +227,12 @@ class Dut:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def console(self) -> Console:
+        """The device's console text (hil.transport.console.Console), kept across restarts: `take()` returns the
+        lines received since its last call, each with its receive time."""
+        return self.client.console
 
     def infer(self, inputs: list[np.ndarray]) -> InferResult:
         return self.client.infer(inputs)
@@ -258,8 +271,8 @@ class Dut:
                 state = (f"{self.name} program still running (pid {pid})" if pid is not None
                          else f"{self.name} program is not running")
                 return f"{state}; {log_tail(max_chars)}"
-            lines = [f"the {self.name} board on {self.options.port} stopped answering; the host keeps no log of "
-                     f"the board's console (UART0 carries the protocol), see the test's protocol log"]
+            lines = [f"the {self.name} board on {self.options.port} stopped answering; its console text (UART0, "
+                     f"between frames) is in the test's protocol log"]
             esptool_log = getattr(self.target, "log_path", None)
             if esptool_log:
                 lines.append(f"esptool log of the last flash: {esptool_log}")
@@ -278,6 +291,9 @@ class Dut:
             raise DutError(f"the {self.name} device was closed; open a new one with open_dut()")
         started = time.monotonic()
         old_pid = self.pid
+        console = self.client.console
+        console.disarm()  # the boot text of the restart is expected
+        console.settle_crashes()  # the restart answers for every crash seen so far
         with contextlib.suppress(Exception):  # the old link may already be broken; that is why we restart
             self.client.close()
         manual_reset: ManualResetRequired | None = None
@@ -292,13 +308,14 @@ class Dut:
             self.target.stop()
             url = self.target.start()
         try:
-            client, info = _connect(self.target, url, self.options)
+            client, info = _connect(self.target, url, self.options, console)
         except Exception as exc:
             if manual_reset is not None:
                 raise DutError(f"{manual_reset}. Reconnecting without a reset did not help: {exc}") from exc
             raise
         self.client, self.info = client, info
         try:
+            _check_flashed(self.target, info, self.options)
             _check_model(info, self.model, self.options)
         except DutError:
             with contextlib.suppress(Exception):
@@ -343,15 +360,28 @@ def firmware_for(model: DeviceModel, options: DutOptions) -> Path | None:
     return None  # esp32s3 without --hil-fw: the board already runs the firmware; checked by sha256 below
 
 
-def _connect(target: Target, url: str, options: DutOptions) -> tuple[DeviceClient, DeviceInfo]:
-    """Opens the link to a started target and says HELLO. Every read and write has options.timeout_s."""
+def _connect(target: Target, url: str, options: DutOptions,
+             console: Console | None = None) -> tuple[DeviceClient, DeviceInfo]:
+    """Opens the link to a started target and says HELLO. Every read and write has options.timeout_s. The
+    console (the target's own, else a new one) keeps the device's text across restarts."""
+    from hil.crash import symbolizer_for
+    from hil.targets.base import PtyProcessTarget
     from hil.transport.client import DeviceClient
+    from hil.transport.console import Console
     from hil.transport.link import open_link
 
-    link = open_link(url, baudrate=options.baud, timeout=options.timeout_s)
-    # A dead emulator fails the next read at once, with the target's own account of why it exited.
-    link.diagnose = getattr(target, "diagnose", None)
-    client = DeviceClient(link)
+    if console is None:
+        own = getattr(target, "console", None)
+        console = own if isinstance(own, Console) else Console(options.target, symbolizer=symbolizer_for(target))
+    if isinstance(target, PtyProcessTarget):
+        # The port it opened before the program started: nothing the program printed at once (its boot text) is
+        # lost. Its link's errors carry the target's diagnosis.
+        client = target.open_client(timeout=options.timeout_s, console=console)
+    else:
+        link = open_link(url, baudrate=options.baud, timeout=options.timeout_s)
+        # A dead emulator fails the next read at once, with the target's own account of why it exited.
+        link.diagnose = getattr(target, "diagnose", None)
+        client = DeviceClient(link, console=console)
     try:
         info = client.hello()
     except BaseException:
@@ -369,6 +399,53 @@ def _check_model(info: DeviceInfo, model: DeviceModel, options: DutOptions) -> N
         )
 
 
+def _check_flashed(target: Target, info: DeviceInfo, options: DutOptions) -> None:
+    """HELLO against what was flashed: the build id and model sha256 in the flashed app's descriptor."""
+    expected = getattr(target, "expected_app", None)
+    problem = expected.mismatch(info, options.target) if expected is not None else None
+    if problem:
+        raise DutError(problem)
+
+
+def _flash_step(options: DutOptions,
+                firmware: Path | None) -> tuple[Path | None, dict[str, object], FlashResult | None]:
+    """What to start: (firmware, extra target options, what was flashed). host/qemu boot from a flash image when
+    firmware is one, or a build directory, or when options.flash_image is set (after flashing the build into it
+    through the emulated ROM loader, unless options.flash is False); a board gets the flash settings."""
+    if options.target not in EMULATED_TARGETS:
+        settings = options.flash_settings
+        return firmware, ({"flash_settings": settings} if settings is not None and options.target == "esp32s3"
+                          else {}), None
+    from hil.targets.flash_boot import is_flash_image
+
+    if firmware is not None and is_flash_image(firmware):
+        return None, {"flash_image": firmware}, None  # boot what it holds
+    is_build = firmware is not None and (firmware.is_dir() or firmware.name == "flasher_args.json")
+    if not is_build and options.flash_image is None:
+        return firmware, {}, None  # the firmware binary, run as it is
+    from hil.firmware.flashimage.flasher import Flasher, FlashSettings, default_flash_image
+
+    image = Path(options.flash_image or default_flash_image(options.target))
+    result = None
+    if options.flash:
+        flasher = Flasher(options.target, options.flash_settings or FlashSettings(), flash_image=image, build=firmware)
+        result = flasher.flash(merge=False)
+        log.info("%s: %s", image, result.summary())
+    return None, {"flash_image": image}, result
+
+
+def _check_flashed_model(target: Target, model: DeviceModel, options: DutOptions) -> None:
+    """Before booting: the flashed app must hold the session's model."""
+    expected = getattr(target, "expected_app", None)
+    if expected is not None and expected.model_sha256 is not None and expected.model_sha256 != model.sha256:
+        raise DutError(
+            f"{expected.source} holds model {expected.model_name!r} (sha256 {expected.model_sha256}), but the session "
+            f"expects model {model.name!r} (sha256 {model.sha256}): flash the {options.target} build of this model "
+            f"(hil flash --target {options.target} --model ...; in pytest: --hil-flash-image without --hil-no-flash), "
+            f"or pass the matching --hil-model"
+        )
+
+
 def open_dut(model: DeviceModel, options: DutOptions) -> Dut:
     """Builds (if needed) and starts the target, connects and checks that the device runs `model`.
 
@@ -380,11 +457,12 @@ def open_dut(model: DeviceModel, options: DutOptions) -> Dut:
         raise DutError(f"unknown target '{options.target}'; choose one of {', '.join(TARGETS)}")
     lock = acquire_port_lock(options.port) if options.target not in EMULATED_TARGETS and options.port else None
     try:
-        firmware = firmware_for(model, options)
+        firmware, boot_options, flashed = _flash_step(options, firmware_for(model, options))
         target = get_target(
             options.target, firmware=firmware, port=options.port, baud=options.baud,
-            flash=options.flash, log_dir=options.log_dir,
+            flash=options.flash, log_dir=options.log_dir, **boot_options,
         )
+        _check_flashed_model(target, model, options)
         url = target.start()
         try:
             client, info = _connect(target, url, options)
@@ -395,8 +473,9 @@ def open_dut(model: DeviceModel, options: DutOptions) -> Dut:
         if lock is not None:
             lock.release()
         raise
-    dut = Dut(target, client, info, model, options, port_lock=lock)
+    dut = Dut(target, client, info, model, options, port_lock=lock, flash_result=flashed)
     try:
+        _check_flashed(target, info, options)
         _check_model(info, model, options)
     except DutError:
         dut.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.metadata
+import logging
 import os
 import shutil
 import subprocess
@@ -83,22 +84,25 @@ def _fw_version(device_fw: Path) -> str | None:
         return "unknown"  # what the Makefile says without pyproject.toml
 
 
-def _source_files(device_fw: Path, port: str, model_dir: Path, kernels: bool) -> list[Path]:
+def _source_files(device_fw: Path, port: str, model_dir: Path, kernels: bool, crash_test: bool = False) -> list[Path]:
     core = device_fw / "core"
     groups: Iterable[Iterable[Path]] = (
         [device_fw / "Makefile", device_fw.parent / "pyproject.toml"],  # the Makefile reads the version there
         (core / "include").glob("*.h"),
         (core / "src").glob("*.c"),
         (core / "kernels").glob("*.[ch]") if kernels else (core / "kernels").glob("*.h"),
+        (core / "crash").glob("*.c") if crash_test else (),
         (device_fw / "ports" / port).glob("*"),
         model_dir.glob("*.[ch]"),
     )
     return sorted({p for group in groups for p in group if p.is_file()})
 
 
-def _digest(device_fw: Path, port: str, model_dir: Path, kernels: bool) -> str:
+def _digest(device_fw: Path, port: str, model_dir: Path, kernels: bool, crash_test: bool = False) -> str:
     h = hashlib.sha256()
     h.update(f"port={port} kernels={kernels}\n".encode())
+    if crash_test:  # only then, so the default builds keep their cache entries
+        h.update(b"crash_test=1\n")
     version = _fw_version(device_fw)
     if version is not None:  # otherwise pyproject.toml, which holds it, is one of the hashed files
         h.update(f"fw_version={version}\n".encode())
@@ -106,7 +110,7 @@ def _digest(device_fw: Path, port: str, model_dir: Path, kernels: bool) -> str:
     if compiler:  # a compiler upgrade must not reuse old objects; its size and mtime are a cheap proxy
         st = os.stat(compiler)
         h.update(f"cc={os.path.realpath(compiler)} {st.st_size} {st.st_mtime_ns}\n".encode())
-    for path in _source_files(device_fw, port, model_dir, kernels):
+    for path in _source_files(device_fw, port, model_dir, kernels, crash_test):
         # Model files by name only, so the same model in another directory hits the same cache entry.
         name = path.name if path.is_relative_to(model_dir) else str(path.relative_to(device_fw.parent))
         h.update(f"{name}\0".encode())
@@ -121,11 +125,15 @@ def build_firmware(
     *,
     kernels: bool = True,
     device_fw: Path | None = None,
+    crash_test: bool = False,
 ) -> Path:
     """Builds device_fw for `port` with the model in `model_dir` (its hil_model.c); returns the binary.
 
     A no-op (no make run) when a build of identical inputs exists. `kernels=False` leaves out
-    core/kernels/*.c, for hand-written models that do not use them.
+    core/kernels/*.c, for hand-written models that do not use them. `crash_test=True` builds the crash-test
+    variant (make HIL_CRASH_TEST=1: a DEBUG request that prints console text or crashes the firmware on purpose,
+    ESP-IDF-style panic output; core/include/hil_crash_test.h), cached apart from the default build
+    (`<port>-<model>-crashtest-<hash>`); it is for testing crash detection, never for measurements.
     """
     _check_port(port)
     model_dir = Path(model_dir).resolve()
@@ -137,18 +145,19 @@ def build_firmware(
     if not status.ok:
         raise FirmwareBuildError(f"cannot build the {port} firmware: {status}")
 
-    digest = _digest(device_fw, port, model_dir, kernels)
-    out_dir = build_root / f"{port}-{model_dir.name}-{digest[:16]}"
+    digest = _digest(device_fw, port, model_dir, kernels, crash_test)
+    variant = "-crashtest" if crash_test else ""
+    out_dir = build_root / f"{port}-{model_dir.name}{variant}-{digest[:16]}"
     artifact = out_dir / ARTIFACTS[port]
     if artifact.is_file():
-        return artifact
+        return _with_flash_files(artifact, port, model_dir)
 
     build_root.mkdir(parents=True, exist_ok=True)
     # Several test sessions may build the same thing at once; one builds, the others wait and reuse it.
     with open(build_root / f".{out_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if artifact.is_file():
-            return artifact
+            return _with_flash_files(artifact, port, model_dir)
         # Build next to the final directory and rename it into place: a reader that finds the artifact
         # without taking the lock never sees a half-linked binary.
         tmp_dir = build_root / f".{out_dir.name}.tmp{os.getpid()}"
@@ -159,6 +168,8 @@ def build_firmware(
         ]  # fmt: skip
         if not kernels:
             cmd.append("KERNELS=")
+        if crash_test:
+            cmd.append("HIL_CRASH_TEST=1")
         version = _fw_version(device_fw)
         if version is not None:
             cmd.append(f"FW_VERSION={version}")
@@ -174,4 +185,17 @@ def build_firmware(
                 f"building the {port} firmware for '{model_dir}' failed (make exit {proc.returncode}):\n" + output
             )
         os.rename(tmp_dir, out_dir)
+    return _with_flash_files(artifact, port, model_dir)
+
+
+def _with_flash_files(artifact: Path, port: str, model_dir: Path) -> Path:
+    """Writes what an ESP-IDF build leaves for flashing (flasher_args.json, bootloader, partition table, app image
+    carrying `artifact`) next to it, unless they are there already (hil/firmware/flashimage/buildfiles.py); a
+    failure is logged, never fatal: the binary itself runs without them."""
+    from hil.firmware.flashimage.buildfiles import FlashFilesError, write_flash_files
+
+    try:
+        write_flash_files(artifact, port, model_dir)
+    except FlashFilesError as exc:
+        logging.getLogger("hil.firmware").warning("%s", exc)
     return artifact

@@ -23,11 +23,12 @@ from hil import paths
 from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
-from hil.plugin.options import _BENCH_KEY, _OPTIONS, _get, _int_option
+from hil.plugin.options import _BENCH_KEY, _FLAGS, _OPTIONS, _get, _int_option, flash_settings
 from hil.targets.registry import SERIAL_TARGETS
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
     from hil.accuracy.subset import ImageSet  # the accuracy section
+    from hil.firmware.flashimage.flasher import Flasher  # the flashing section
     from hil.measure.run import AnalyzerHandle
     from hil.server.client import ModelInfo, RemoteClient, RemoteResult  # the remote model server section
     from hil.server.service import RemoteServer
@@ -71,6 +72,8 @@ def hil_options(pytestconfig: pytest.Config, hil_run_dir: Path) -> DutOptions:
         flash=not pytestconfig.getoption("hil_no_flash") and _bench_flash(pytestconfig),
         log_dir=hil_run_dir / "logs",
         timeout_s=float(_get(pytestconfig, "hil_timeout")),
+        flash_image=Path(image) if (image := _get(pytestconfig, "hil_flash_image")) else None,
+        flash_settings=flash_settings(pytestconfig),
     )
 
 
@@ -301,3 +304,34 @@ def hil_dataset(pytestconfig: pytest.Config) -> ImageSet:
     except SubsetError as exc:
         pytest.fail(f"hil_dataset: {exc}", pytrace=False)
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flashing (hil.firmware.flashimage.flasher): --hil-reflash, --hil-erase-all and the `flasher` fixture; the other
+# flash options (--hil-flash-baud, --hil-before, --hil-after, --hil-flash-image) are rows of _OPTIONS
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(specname="pytest_addoption")
+def pytest_addoption_flashing(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop")
+    for flag, ini, help_text in _FLAGS:
+        group.addoption(flag, dest=ini, action="store_true", default=False, help=help_text)
+        parser.addini(ini, help_text, type="bool", default=False)
+
+
+@pytest.hookimpl(specname="pytest_configure")
+def pytest_configure_flashing(config: pytest.Config) -> None:
+    flash_settings(config)  # a malformed --hil-flash-baud/--hil-before/--hil-after is a usage error at start
+
+
+@pytest.fixture(scope="session")
+def flasher(hil_model: DeviceModel, hil_options: DutOptions) -> Flasher:
+    """Flashes builds to the session's target with esptool (`write-flash --skip-flashed` at --hil-flash-baud, with
+    --hil-reflash, --hil-erase-all, --hil-before/--hil-after): a board on --hil-port, or an emulated target's flash
+    image (--hil-flash-image, else <build cache>/flash/<target>-flash.bin) through the emulated ROM loader.
+    `flasher.flash(build=None)` flashes --hil-fw (a build directory), else the emulated build of the session's
+    model, writes the merged image and returns a FlashResult (time, regions written and skipped, merged sha256)."""
+    from hil.firmware.flashimage.flasher import Flasher, FlashSettings
+
+    return Flasher(hil_options.target, hil_options.flash_settings or FlashSettings(), port=hil_options.port,
+                   flash_image=hil_options.flash_image, model_dir=hil_model.c_dir, build=hil_options.firmware)

@@ -12,11 +12,19 @@ Registered by `hil.plugin` (its `pytest_plugins`). What it does, per test:
   leaves the link unsynchronised), or when the emulator's process has exited. The report then gets the
   target's log excerpt (section "hil device log", a "hil device lost" section in the failure text, the user
   property "hil_device_lost") and the item `DEVICE_LOST_KEY` in its stash;
+* a crash in the device's console (an ESP-IDF panic report, abort, stack overflow, an unexpected reset or a
+  boot loop; hil.crash) is a device loss with cause "crash", whether a request was waiting (the client raised
+  `DeviceCrashed`) or the device crashed between requests (found in `dut.console` after the phase): the phase
+  fails even if the test body passed, its failure text and the section "hil device crash" hold the excerpt and
+  the decoded backtrace, the user property "hil_device_crash" its one-line summary;
 * before the next test that uses `dut`: the session's Dut is restarted in place (`Dut.restart()`; also when
-  its emulator was found dead between tests). That test's item gets `DEVICE_RESTART_KEY` and the user property
-  "hil_device_restarted". When the device does not come back, that test and every later one that uses `dut`
-  errors at once with the reason (user property "hil_device_restart_failed"), instead of each waiting for its
-  own timeouts.
+  its emulator was found dead, or its console showed a crash, between tests). That test's item gets
+  `DEVICE_RESTART_KEY` and the user property "hil_device_restarted". When the device does not come back, that
+  test and every later one that uses `dut` errors at once with the reason (user property
+  "hil_device_restart_failed"), instead of each waiting for its own timeouts.
+
+The "hil device log" section is the target's diagnosis and the end of the device's console. The run recorder
+takes the console lines of each device test with `take_console(config)` (`dut.console.take()`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ import pytest
 from hil.plugin.options import _get
 
 if TYPE_CHECKING:
+    from hil.crash import Crash
     from hil.dut import Dut
+    from hil.transport.console import ConsoleLine
 
 # --- what the run recorder reads -----------------------------------------------------------------------------
 #: item.stash: set on the test during which the device was lost (the first phase that lost it).
@@ -50,6 +60,17 @@ RESTART_FAILED_PROPERTY = "hil_device_restart_failed"
 LOG_SECTION = "hil device log"
 #: section added to the failure text (report.longrepr) of a test that lost the device.
 LOST_SECTION = "hil device lost"
+#: report section (and failure-text section) of a test during which the device crashed: Crash.describe(), the
+#: console excerpt with receive times and the decoded backtrace.
+CRASH_SECTION = "hil device crash"
+#: user property of that test: Crash.summary(), e.g. "panic: Guru Meditation Error: ... in f <- g".
+CRASH_PROPERTY = "hil_device_crash"
+#: cause of a DeviceLost that was a crash in the console.
+CRASH_CAUSE = "crash"
+# How long a phase's end waits for the excerpt of a crash still being printed.
+CRASH_SETTLE_WAIT_S = 1.5
+# Console lines in the "hil device log" excerpt.
+CONSOLE_TAIL_LINES = 40
 
 #: config.stash: the session's Dut, registered by the `dut` fixture while it is open.
 DUT_KEY = pytest.StashKey["Dut"]()
@@ -67,12 +88,15 @@ class DeviceLost:
 
     nodeid: str
     when: str  # "setup", "call" or "teardown"
-    cause: str  # "timeout", "link timeout", "link", "protocol", "device fault", "target", "exited"
+    cause: str  # "timeout", "link timeout", "link", "protocol", "device fault", "target", "exited", "crash"
     error: str  # the exception that showed it, one line ("" when the process was found dead)
-    excerpt: str  # the target's diagnosis: exit status and the end of its log
+    excerpt: str  # the target's diagnosis (exit status, the end of its log) and the end of the device's console
     pid: int | None  # the emulator's process id at the time (None for a board)
+    crash: Crash | None = None  # cause "crash": what the console showed, backtrace decoded
 
     def headline(self) -> str:
+        if self.crash is not None:
+            return f"the device crashed ({self.crash.summary()}) during {self.when}"
         what = {
             "timeout": "the test ran past its timeout while using the device (a half-finished exchange leaves the "
                        "link unsynchronised)",
@@ -81,8 +105,9 @@ class DeviceLost:
         return f"{what} during {self.when}"
 
     def describe(self) -> str:
-        error = f": {self.error}" if self.error else ""
-        return f"{self.headline()}{error}\n{self.excerpt}"
+        error = f": {self.error}" if self.error and self.crash is None else ""
+        crash = f"\n{self.crash.describe()}" if self.crash is not None else ""
+        return f"{self.headline()}{error}{crash}\n{self.excerpt}"
 
 
 @dataclass(frozen=True)
@@ -96,9 +121,10 @@ class DeviceRestart:
     new_pid: int | None
     after: str | None  # nodeid of the test that lost the device; None when it was found dead between tests
     error: str = ""  # why the restart failed
+    found: str = ""  # after is None: what was found between tests ("" is "its process had exited between tests")
 
     def describe(self) -> str:
-        after = f"after {self.after}" if self.after else "its process had exited between tests"
+        after = f"after {self.after}" if self.after else (self.found or "its process had exited between tests")
         if not self.ok:
             return f"restart failed ({after}): {self.error}"
         pids = f", pid {self.old_pid} -> {self.new_pid}" if self.new_pid is not None else ""
@@ -108,8 +134,16 @@ class DeviceRestart:
 @dataclass
 class _Health:
     pending: DeviceLost | None = None  # lost, not yet restarted
-    found_dead: str | None = None  # diagnosis of a process found dead between tests
+    found_dead: str | None = None  # diagnosis of a process found dead (or crashed) between tests
+    found_what: str = ""  # "" (its process had exited) or what else was found between tests (a crash)
     unrecoverable: str | None = None  # why a restart failed; later device tests error at once
+
+
+def take_console(config: pytest.Config) -> list[ConsoleLine]:
+    """The console lines of the session's device received since the last call (`dut.console.take()`; each has
+    `.t`, the time.time() it arrived, `.text`, and `.format()` = "<UTC time> <text>"); [] without a device."""
+    dut = config.stash.get(DUT_KEY, None)
+    return dut.console.take() if dut is not None else []
 
 
 def register_dut(config: pytest.Config, dut: Dut) -> None:
@@ -202,13 +236,15 @@ def _cause(exc: BaseException) -> str | None:
     import serial
 
     from hil.targets.base import TargetError
-    from hil.transport.client import DeviceError
+    from hil.transport.client import DeviceCrashed, DeviceError
     from hil.transport.frame import ErrorCode, ProtocolError
     from hil.transport.link import LinkError, LinkTimeout
 
     if isinstance(exc, pytest.fail.Exception) and str(exc).startswith(_TIMEOUT_PREFIX):
         return "timeout"
     for e in _chain(exc):
+        if isinstance(e, DeviceCrashed):
+            return CRASH_CAUSE
         if isinstance(e, DeviceError):
             # An ERROR reply means the device is alive and in sync, unless the model run itself failed there.
             if e.code == ErrorCode.INFER_FAILED or e.code not in set(ErrorCode):
@@ -240,24 +276,56 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     state = item.config.stash.get(_STATE_KEY, None)
     if dut is None or state is None or dut.closed:
         return
-    cause, error = None, ""
+    cause, error, crash = None, "", None
     if report.failed and call.excinfo is not None:
         cause = _cause(call.excinfo.value)
         error = _one_line(call.excinfo.value)
+        if cause == CRASH_CAUSE:
+            crash = _crash_in(call.excinfo.value)
+    if crash is None:
+        # A crash between requests (nobody waited for a reply): it fails this phase all the same.
+        crash = dut.console.take_crash(wait_s=CRASH_SETTLE_WAIT_S if dut.console.collecting() else 0.0)
+        if crash is not None:
+            cause = CRASH_CAUSE
     if cause is None and not dut.is_alive():
         cause = "exited"
     if cause is None:
         return
-    lost = DeviceLost(item.nodeid, call.when, cause, error, dut.diagnosis(), dut.pid)
+    lost = DeviceLost(item.nodeid, call.when, cause, error, _excerpt(dut), dut.pid, crash)
     if state.pending is None:
         state.pending = lost
     if DEVICE_LOST_KEY not in item.stash:
         item.stash[DEVICE_LOST_KEY] = lost
         item.user_properties.append((LOST_PROPERTY, lost.describe()))
         report.user_properties.append((LOST_PROPERTY, lost.describe()))
+    if crash is not None:
+        item.user_properties.append((CRASH_PROPERTY, crash.summary()))
+        report.user_properties.append((CRASH_PROPERTY, crash.summary()))
+        report.sections.append((CRASH_SECTION, crash.describe()))
+        if not report.failed:  # the test body passed, but the device crashed under it
+            report.outcome = "failed"
+            report.longrepr = f"hil: {lost.headline()}.\n\n{crash.describe()}"
     report.sections.append((LOG_SECTION, lost.excerpt))
     if report.failed:
         _add_to_failure(report, _lost_text(item, lost))
+
+
+def _crash_in(exc: BaseException) -> Crash | None:
+    from hil.transport.client import DeviceCrashed
+
+    for e in _chain(exc):
+        if isinstance(e, DeviceCrashed):
+            return e.crash
+    return None
+
+
+def _excerpt(dut: Dut) -> str:
+    """The target's diagnosis, then the end of the device's console."""
+    text = dut.diagnosis()
+    console = dut.console.tail_text(CONSOLE_TAIL_LINES)
+    if console:
+        text += f"\ndevice console (last {CONSOLE_TAIL_LINES} lines, UTC receive times):\n{console}"
+    return text
 
 
 def _lost_text(item: pytest.Item, lost: DeviceLost) -> str:
@@ -269,6 +337,8 @@ def _lost_text(item: pytest.Item, lost: DeviceLost) -> str:
                      f"its timeout marker; raise it if the test needs longer.")
     first = lost.excerpt.splitlines()[0] if lost.excerpt else "no diagnosis"
     lines.append(f"Device: {first}")
+    if lost.crash is not None:
+        lines.append(f"The console excerpt and the decoded backtrace are in the section '{CRASH_SECTION}'.")
     lines.append(f"The full excerpt is in the section '{LOG_SECTION}'. The device is restarted before the next test "
                  f"that uses `dut`.")
     return "\n".join(lines)
@@ -295,6 +365,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if state.pending is None and not dut.is_alive():
         state.found_dead = dut.diagnosis()
     if state.pending is None and state.found_dead is None:
+        crash = dut.console.take_crash()
+        if crash is not None:  # crashed after the last test ended (or outside any test)
+            state.found_dead = f"{crash.describe()}\n{_excerpt(dut)}"
+            state.found_what = f"its console showed a crash between tests: {crash.summary()}"
+            item.user_properties.append((CRASH_PROPERTY, crash.summary()))
+    if state.pending is None and state.found_dead is None:
         return
     _restart(item, dut, state)
 
@@ -307,17 +383,21 @@ def _restart(item: pytest.Item, dut: Dut, state: _Health) -> None:
         dut.restart()
     except Exception as exc:
         seconds = time.monotonic() - started
-        cause = (f"after {after}" if after else f"its process had exited between tests ({state.found_dead})")
+        found = state.found_what or "its process had exited between tests"
+        cause = f"after {after}" if after else f"{found} ({state.found_dead})"
         reason = (f"restarting it ({cause}) failed after {seconds:.1f} s: {_one_line(exc, 2000)}. Every later test "
                   f"that uses `dut` in this session errors with this message; fix the device (see its log) and run "
                   f"again")
         state.unrecoverable = reason
-        record = DeviceRestart(item.nodeid, False, seconds, old_pid, None, after, _one_line(exc, 2000))
+        record = DeviceRestart(item.nodeid, False, seconds, old_pid, None, after, _one_line(exc, 2000),
+                               state.found_what)
         item.stash[DEVICE_RESTART_KEY] = record
         item.user_properties.append((RESTART_FAILED_PROPERTY, reason))
         pytest.fail(f"hil: the {dut.name} device is lost: {reason}", pytrace=False)
-    record = DeviceRestart(item.nodeid, True, time.monotonic() - started, old_pid, dut.pid, after)
+    record = DeviceRestart(item.nodeid, True, time.monotonic() - started, old_pid, dut.pid, after,
+                           found=state.found_what)
     state.pending = None
     state.found_dead = None
+    state.found_what = ""
     item.stash[DEVICE_RESTART_KEY] = record
     item.user_properties.append((RESTART_PROPERTY, record.describe()))

@@ -4,11 +4,15 @@ plugin module uses (command line, else ini, else the bench file, else the defaul
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hil.bench import Bench
 from hil.dut import TARGETS
+
+if TYPE_CHECKING:
+    from hil.firmware.flashimage.flasher import FlashSettings
 
 _OPTIONS = (
     # (name, ini name, help, default)
@@ -29,6 +33,22 @@ _OPTIONS = (
     ("--hil-visa", "hil_visa", "VISA resource of the power analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR "
                                "(default: the bench's, else the simulated N6705C)", None),
     ("--hil-analyzer", "hil_analyzer", "power analyzer driver: n6705c, ngm202, k2280s (default: from *IDN?)", None),
+    # --- flashing (hil.firmware.flashimage.flasher; the flasher fixture) ---
+    ("--hil-flash-baud", "hil_flash_baud", "esptool baud rate for flashing (default 921600)", "921600"),
+    ("--hil-before", "hil_before", "esptool --before: default-reset, usb-reset, no-reset, no-reset-no-sync (a board "
+                                   "without the auto-program circuit: no-reset, holding BOOT; default: the build's "
+                                   "flasher_args.json, default-reset)", None),
+    ("--hil-after", "hil_after", "esptool --after: hard-reset, soft-reset, no-reset, no-reset-stub, watchdog-reset "
+                                 "(default: the build's flasher_args.json, hard-reset)", None),
+    ("--hil-flash-image", "hil_flash_image", "host/qemu: flash the build through the emulated ROM loader into this "
+                                             "flash image file and boot from it (--hil-no-flash: boot what it "
+                                             "holds)", None),
+)
+
+# Flags (store_true), each with a boolean ini key: (name, ini name, help).
+_FLAGS = (
+    ("--hil-reflash", "hil_reflash", "flash every region even when the chip's MD5 says it is already there"),
+    ("--hil-erase-all", "hil_erase_all", "erase the whole flash before flashing (esptool write-flash --erase-all)"),
 )
 
 
@@ -64,6 +84,23 @@ def _int_option(config: pytest.Config, ini: str) -> int:
         return int(raw)
     except (TypeError, ValueError):
         raise pytest.UsageError(f"{ini.replace('_', '-')}: '{raw}' is not a whole number") from None
+
+
+def _flag(config: pytest.Config, ini: str) -> bool:
+    return bool(config.getoption(ini)) or bool(config.getini(ini))
+
+
+def flash_settings(config: pytest.Config) -> FlashSettings:
+    """--hil-flash-baud, --hil-before, --hil-after, --hil-reflash, --hil-erase-all; pytest.UsageError when one is
+    malformed."""
+    from hil.firmware.flashimage.flasher import FlashSettings
+
+    try:
+        return FlashSettings(baud=_int_option(config, "hil_flash_baud"), before=_get(config, "hil_before"),
+                             after=_get(config, "hil_after"), reflash=_flag(config, "hil_reflash"),
+                             erase_all=_flag(config, "hil_erase_all"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"hil flash options: {exc}") from None
 
 
 def report_dir(config: pytest.Config) -> Path:

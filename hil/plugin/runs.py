@@ -31,6 +31,7 @@ import pytest
 
 from hil.measure.measurement import Measurement
 from hil.model.artifacts import resolve_model
+from hil.plugin.device_health import CRASH_SECTION, take_console
 from hil.plugin.options import _get, report_dir
 from hil.report.build import COMPARISON_NAME, write_json
 from hil.report.compare import ToleranceError, ToleranceTable, compare_results, comparison_lines, summary_line
@@ -190,9 +191,10 @@ def hil_run_dir(pytestconfig: pytest.Config) -> Path:
     return recorder(pytestconfig).run_dir
 
 
-# Per-test protocol logs: a file handler on the `hil` logger while a test that uses the device runs.
-@pytest.hookimpl(specname="pytest_runtest_call", hookwrapper=True)
-def pytest_runtest_call_runs(item: pytest.Item) -> Iterator[None]:
+@contextlib.contextmanager
+def _device_log(item: pytest.Item) -> Iterator[None]:
+    """The test's own log file in the run's logs/: the protocol traffic and the device's console text (`hil`
+    loggers) from its setup to its teardown."""
     if "dut" not in getattr(item, "fixturenames", ()):
         yield
         return
@@ -237,7 +239,8 @@ def pytest_runtest_protocol_runs(item: pytest.Item) -> Iterator[None]:
     rec.test_start(item.nodeid)
     state.progress, state.reports = "", []
     try:
-        yield
+        with _device_log(item):
+            yield
     finally:
         outcome, duration, message = _outcome(state.reports)
         _journal_device_logs(rec, item, outcome, state.reports)
@@ -277,8 +280,16 @@ def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
 
 def _journal_device_logs(rec: RunRecorder, item: pytest.Item, outcome: str,
                          reports: list[pytest.TestReport]) -> None:
-    """What the device said and what became of it: for a failed test the end of its protocol log and the device
-    log excerpt (hil.plugin.device_health's "hil device log" section); for every test, a device restart."""
+    """What the device said and what became of it: every console line it printed outside protocol frames (with
+    its arrival time), a crash with its decoded backtrace, a device restart; for a failed test also the end of its
+    protocol log and the device log excerpt (hil.plugin.device_health's sections)."""
+    lines = take_console(item.config)
+    if lines:
+        rec.log("console", "\n".join(line.format() for line in lines), test=item.nodeid)
+    for report in reports:
+        for title, text in report.sections:
+            if title == CRASH_SECTION and text:
+                rec.log("crash", text, test=item.nodeid)
     for name, value in item.user_properties:
         if name in ("hil_device_restarted", "hil_device_restart_failed"):
             rec.log("restart", f"{name.removeprefix('hil_device_').replace('_', ' ')}: {value}", test=item.nodeid)
@@ -363,7 +374,9 @@ def pytest_fixture_setup_runs(fixturedef: pytest.FixtureDef, request: pytest.Fix
     rec = recorder(request.config)
     if fixturedef.argname == "dut":
         firmware = getattr(value.target, "firmware", None)
-        rec.device(value.info, target=value.options.target, firmware=firmware if isinstance(firmware, Path) else None)
+        merged = getattr(value.target, "merged_image", None)  # what was flashed, as one image (hil flash)
+        rec.device(value.info, target=value.options.target, firmware=firmware if isinstance(firmware, Path) else None,
+                   flash_image=merged if isinstance(merged, Path) else None)
     else:
         analyzer = value.analyzer
         rec.instrument(idn=str(analyzer.identity), driver=analyzer.driver_name,

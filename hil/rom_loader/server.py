@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hil.rom_loader.chip import ChipIdentity
 from hil.rom_loader.flash import DEFAULT_FLASH_SIZE, FlashImage, parse_flash_size
-from hil.rom_loader.session import FrameIO, LoaderStats, Mode, Session
+from hil.rom_loader.session import FrameIO, LoaderStats, Mode, Session, UartPace
 from hil.rom_loader.transport import Link, LinkClosed, Port, PtyPort, SocketPort
 
 log = logging.getLogger("hil.rom_loader")
@@ -48,10 +48,12 @@ class RomLoader:
         identity: ChipIdentity | None = None,
         reset_on_connect: bool = True,
         idle_timeout_s: float | None = None,
+        pace_uart: bool = False,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
         self.flash_image = Path(flash_image)
+        self.pace_uart = pace_uart  # transfers take as long as on a UART at the session's baud rate
         self.flash_size = parse_flash_size(flash_size)
         self.transport = transport
         self.host = host
@@ -166,7 +168,8 @@ class RomLoader:
             self._reset_requested.clear()
             session.reset()
         log.info("client connected: %s", link.description)
-        io = FrameIO(link, self._stop, POLL_S)
+        pace = UartPace(lambda: self._stats.baud) if self.pace_uart else None
+        io = FrameIO(link, self._stop, POLL_S, pace)
         idle = 0.0
         try:
             while not self._stop.is_set():

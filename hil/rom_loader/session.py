@@ -71,20 +71,43 @@ class LoaderStats:
     stub_running: bool = False
     mode: str = Mode.ROM.value
     last_md5: tuple[int, int, str] | None = None  # (offset, size, hex digest) of the last SPI_FLASH_MD5
-    baud: int = 115200  # as last set by CHANGE_BAUDRATE (nothing to do on a socket or pty)
+    baud: int = 115200  # as last set by CHANGE_BAUDRATE (paces the link when the loader is asked to)
     ignored_frames: int = 0  # frames that got no answer (in Mode.APP, or not a request)
 
     def copy(self) -> LoaderStats:
         return replace(self, commands=Counter(self.commands), failures=list(self.failures))
 
 
-class FrameIO:
-    """SLIP frames over a link; stops waiting as soon as `stop` is set."""
+ROM_BAUD = 115200
 
-    def __init__(self, link: Link, stop: threading.Event, poll_s: float = 0.1) -> None:
+
+class UartPace:
+    """The time a UART at `baud()` needs for the bytes that crossed it (10 bits a byte: start, 8 data, stop).
+    A socket or pty moves data at memory speed; pacing makes a transfer take as long as on a real serial line, so
+    that what esptool's MD5 skip saves, or a higher --baud, shows in the flashing time as it would on a board."""
+
+    def __init__(self, baud: Callable[[], int]) -> None:
+        self.baud = baud
+        self._free_at = 0.0  # when the line is idle again
+
+    def wait(self, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        now = time.monotonic()
+        self._free_at = max(now, self._free_at) + nbytes * 10 / max(self.baud(), 1)
+        delay = self._free_at - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+class FrameIO:
+    """SLIP frames over a link; stops waiting as soon as `stop` is set; paced like a UART when `pace` is given."""
+
+    def __init__(self, link: Link, stop: threading.Event, poll_s: float = 0.1, pace: UartPace | None = None) -> None:
         self.link = link
         self.stop = stop
         self.poll_s = poll_s
+        self.pace = pace
         self.decoder = slip.SlipDecoder()
         self._frames: deque[bytes] = deque()
 
@@ -95,11 +118,17 @@ class FrameIO:
             remaining = deadline - time.monotonic()
             if self.stop.is_set() or remaining <= 0:
                 return None
-            self._frames.extend(self.decoder.feed(self.link.read(min(self.poll_s, remaining))))
+            data = self.link.read(min(self.poll_s, remaining))
+            if self.pace is not None:
+                self.pace.wait(len(data))
+            self._frames.extend(self.decoder.feed(data))
         return self._frames.popleft()
 
     def send(self, packet: bytes) -> None:
-        self.link.write(slip.encode(packet), WRITE_TIMEOUT_S)
+        data = slip.encode(packet)
+        if self.pace is not None:
+            self.pace.wait(len(data))
+        self.link.write(data, WRITE_TIMEOUT_S)
 
 
 @dataclass
@@ -159,6 +188,7 @@ class Session:
         with self.lock:
             self.stats.mode = self.mode.value
             self.stats.stub_running = False
+            self.stats.baud = ROM_BAUD  # the ROM's UART starts at its default rate after every reset
 
     def handle(self, frame: bytes, io: FrameIO) -> None:
         if self.mode is Mode.APP:

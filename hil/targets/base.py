@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import ctypes
 import os
+import queue
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
 import serial
 
+from hil.crash import Symbolizer, symbolizer_for
 from hil.transport.client import DeviceClient
+from hil.transport.console import Console
 from hil.transport.link import POLL_S, Link, open_link
+
+# Exit status of a crash-test firmware after its panic report (device_fw/core/include/hil_crash_test.h).
+PANIC_EXIT_STATUS = 62
 
 
 class TargetError(RuntimeError):
@@ -53,10 +63,103 @@ class Target(Protocol):
 
 
 def open_client(target: Target, *, timeout: float = 5.0, retries: int = 3) -> DeviceClient:
-    """A client on any target's link, starting the target if needed."""
+    """A client on any target's link, starting the target if needed. Its console decodes backtraces with the
+    target's symbolizer (hil.crash.symbolizer_for)."""
     url = target.url or target.start()
     baudrate = int(getattr(target, "baud", None) or getattr(target, "baudrate", None) or 115200)
-    return DeviceClient(open_link(url, baudrate=baudrate, timeout=timeout), retries=retries)
+    console = getattr(target, "console", None)
+    if not isinstance(console, Console):
+        console = Console(target.name, symbolizer=symbolizer_for(target))
+    return DeviceClient(open_link(url, baudrate=baudrate, timeout=timeout), retries=retries, console=console)
+
+
+# ---- child processes that end with their parent ------------------------------------------------------------
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+SPAWN_TIMEOUT_S = 30.0
+
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_function("prctl")
+_C_SIGNAL = _libc_function("signal")
+if _C_SIGNAL is not None:
+    _C_SIGNAL.restype = ctypes.c_void_p
+    _C_SIGNAL.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+
+def _child_setup(parent_pid: int) -> None:
+    """Runs in the child between fork and exec (preexec_fn): only prepared C calls, no imports or locks.
+
+    * PR_SET_PDEATHSIG=SIGKILL: the child is killed when the thread that forked it ends, which for the spawner
+      thread (below) is when this process ends, however it ends (SIGKILL included); checked against a parent
+      that died before the call;
+    * an empty signal mask and every signal at its default action: a parent started with SIGTERM or SIGINT
+      ignored (nohup, a background job of a non-interactive shell), or a thread that blocks signals, must not
+      pass that on, or the emulator would ignore the SIGTERM of stop()."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(128 + signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    if _C_SIGNAL is not None:
+        for signum in range(1, signal.NSIG):
+            if signum not in (signal.SIGKILL, signal.SIGSTOP):
+                _C_SIGNAL(signum, None)  # SIG_DFL; an invalid number (glibc's reserved 32, 33) is refused, harmless
+
+
+class _Spawner:
+    """Starts child processes from one thread that lives as long as the process: PR_SET_PDEATHSIG fires when the
+    thread that forked the child exits, not the process, so forking from a short-lived thread (a test's worker
+    thread, a timeout handler) would kill the child early."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], list[object], threading.Event]] | None = None
+        self._pid = 0
+
+    def _loop(self, jobs: queue.SimpleQueue[tuple[Callable[[], object], list[object], threading.Event]]) -> None:
+        while True:
+            fn, box, done = jobs.get()
+            try:
+                box.append(fn())
+            except BaseException as exc:  # handed to the caller
+                box.append(exc)
+            done.set()
+
+    def run(self, fn: Callable[[], object]) -> object:
+        with self._lock:
+            if self._jobs is None or self._pid != os.getpid():  # first use, or a forked copy of this process
+                self._jobs, self._pid = queue.SimpleQueue(), os.getpid()
+                threading.Thread(target=self._loop, args=(self._jobs,), name="hil-spawner", daemon=True).start()
+            jobs = self._jobs
+        box: list[object] = []
+        done = threading.Event()
+        jobs.put((fn, box, done))
+        if not done.wait(SPAWN_TIMEOUT_S):
+            raise OSError(f"starting a child process took over {SPAWN_TIMEOUT_S:g} s")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+
+_SPAWNER = _Spawner()
+
+
+def spawn(cmd: list[str], **popen_options: object) -> subprocess.Popen[bytes]:
+    """subprocess.Popen(cmd, **popen_options) for an emulator or firmware: the child ends with this process,
+    whatever kills it (Linux: PR_SET_PDEATHSIG=SIGKILL), and starts with default signal handling."""
+    parent = os.getpid()
+    proc = _SPAWNER.run(lambda: subprocess.Popen(cmd, preexec_fn=lambda: _child_setup(parent), **popen_options))
+    assert isinstance(proc, subprocess.Popen)
+    return proc
 
 
 class PtyProcessTarget(abc.ABC):
@@ -69,9 +172,15 @@ class PtyProcessTarget(abc.ABC):
     """
 
     name = "pty"
+    # Decodes the firmware's backtraces (symbolizer()); the hint says how to install it.
+    addr2line = "addr2line"
+    addr2line_hint = "install GNU binutils (Debian: sudo apt-get install binutils)"
 
     # A program that dies this fast (bad binary, QEMU refusing its arguments) is reported by start().
     startup_check_s = 0.05
+    # stop(): the program gets this long to end by itself once its input is closed, then SIGTERM and
+    # stop_timeout_s to honour it, then SIGKILL.
+    stop_grace_s = 0.2
     stop_timeout_s = 1.0
     # After the program exits, the master is closed (so clients fail at once instead of timing out) once
     # this grace period has let them read its last output.
@@ -110,6 +219,13 @@ class PtyProcessTarget(abc.ABC):
         self._url: str | None = None
         self.exit_status: int | None = None  # the program's exit status after stop(); negative: signal
         self._starts = 0  # each start() after the first writes its own log (a restart keeps the dead one's)
+        # The device's console text (outside frames), kept across restarts; clients from open_client() feed it.
+        self.console = Console(self.name, symbolizer=self.symbolizer())
+
+    def symbolizer(self) -> Symbolizer:
+        """addr2line for this target's firmware ELF (the crash-test build has debug info and absolute
+        addresses)."""
+        return Symbolizer(self.firmware, self.addr2line, self.addr2line_hint)
 
     @abc.abstractmethod
     def command(self) -> list[str]:
@@ -166,7 +282,7 @@ class PtyProcessTarget(abc.ABC):
             self._log = self._open_log()
             self._log.write(f"# {' '.join(cmd)}\n".encode())
             self._log.flush()
-            self._proc = subprocess.Popen(
+            self._proc = spawn(
                 cmd, stdin=master, stdout=master, stderr=self._log, close_fds=True, start_new_session=True
             )
         except (OSError, serial.SerialException) as exc:
@@ -200,9 +316,9 @@ class PtyProcessTarget(abc.ABC):
             return None
         return f"{self.name} program {self.describe_exit(code)}; {self.log_tail()}"
 
-    def open_client(self, *, timeout: float = 5.0, retries: int = 3) -> DeviceClient:
-        """A client on the port opened before the program started (a fresh one if that is taken). Its link
-        errors say why when the program has died."""
+    def open_client(self, *, timeout: float = 5.0, retries: int = 3, console: Console | None = None) -> DeviceClient:
+        """A client on the port opened before the program started (a fresh one if that is taken), feeding the
+        target's console (or `console`). Its link errors say why when the program has died."""
         if self._url is None:
             self.start()
         if self._serial is not None:
@@ -211,7 +327,7 @@ class PtyProcessTarget(abc.ABC):
         else:
             link = open_link(self._url or "", timeout=timeout)
             link.diagnose = self.diagnose
-        return DeviceClient(link, retries=retries)
+        return DeviceClient(link, retries=retries, console=console if console is not None else self.console)
 
     def __enter__(self) -> PtyProcessTarget:
         self.start()
@@ -221,7 +337,16 @@ class PtyProcessTarget(abc.ABC):
         self.stop()
 
     def describe_exit(self, code: int) -> str:
-        return f"exit status {code}" if code >= 0 else f"killed by signal {-code}"
+        if code == PANIC_EXIT_STATUS:
+            return (f"exit status {code}: the crash-test firmware stopped after its panic report (see the "
+                    f"device's console)")
+        if code < 0:
+            try:
+                name = f" ({signal.Signals(-code).name})"
+            except ValueError:
+                name = ""
+            return f"killed by signal {-code}{name}"
+        return f"exit status {code}"
 
     def check_alive(self) -> None:
         """Raises TargetError with the end of the log if the program has exited."""
@@ -247,16 +372,17 @@ class PtyProcessTarget(abc.ABC):
             self._slave = None
         if proc is not None:
             try:
-                proc.wait(timeout=self.stop_timeout_s / 2)
+                proc.wait(timeout=self.stop_grace_s)
             except subprocess.TimeoutExpired:
                 proc.terminate()
                 try:
                     proc.wait(timeout=self.stop_timeout_s)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-                    proc.wait()
+                    with contextlib.suppress(subprocess.TimeoutExpired):  # only a process stuck in the kernel
+                        proc.wait(timeout=5.0)
         if proc is not None:
-            self.exit_status = proc.returncode
+            self.exit_status = proc.returncode  # None only for a process that even SIGKILL did not end in 5 s
         # The master stays open until the program has exited, or its last output would be lost.
         with self._fd_lock:
             self._run = None
@@ -265,7 +391,7 @@ class PtyProcessTarget(abc.ABC):
                 self._master = None
         if self._log is not None:
             with contextlib.suppress(OSError):
-                if proc is not None:
+                if proc is not None and proc.returncode is not None:
                     self._log.write(f"# {self.describe_exit(proc.returncode)}\n".encode())
                 self._log.close()
             self._log = None

@@ -17,17 +17,25 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import serial
 import serial.tools.list_ports
 
 from hil.targets.base import TargetError
+
+if TYPE_CHECKING:
+    from hil.firmware.flashimage.app import ExpectedApp
+    from hil.firmware.flashimage.flasher import FlashResult, FlashSettings
+
+log = logging.getLogger("hil.targets.esp32s3")
 
 DEFAULT_BAUD = 2_000_000  # CONFIG_HIL_UART_BAUD in device_fw/ports/esp32s3/main/Kconfig.projbuild
 ESPTOOL_BAUD = 921_600
@@ -177,15 +185,30 @@ def esptool_base(port: str | None = None, baud: int = ESPTOOL_BAUD, chip: str = 
 
 
 def write_flash_command(
-    plan: FlashPlan, port: str, baud: int = ESPTOOL_BAUD, erase_all: bool = False
+    plan: FlashPlan,
+    port: str,
+    baud: int = ESPTOOL_BAUD,
+    erase_all: bool = False,
+    *,
+    skip_flashed: bool = True,
+    before: str | None = None,
+    after: str | None = None,
+    stub: bool | None = None,
+    compress: bool | None = None,
 ) -> list[str]:
-    """The esptool command line that flashes `plan` (and skips regions already on the chip)."""
-    cmd = esptool_base(port, baud, plan.chip) + ["--before", plan.before, "--after", plan.after]
-    if not plan.stub:
+    """The esptool command line that flashes `plan` (and skips regions already on the chip unless
+    skip_flashed=False). before/after/stub default to the build's; compress to esptool's (compressed)."""
+    cmd = esptool_base(port, baud, plan.chip) + ["--before", before or plan.before, "--after", after or plan.after]
+    if not (plan.stub if stub is None else stub):
         cmd.append("--no-stub")
     cmd.append("write-flash")
     # --skip-flashed and --erase-all exclude each other (an erased chip holds nothing to compare against).
-    cmd.append("--erase-all" if erase_all else "--skip-flashed")
+    if erase_all:
+        cmd.append("--erase-all")
+    elif skip_flashed:
+        cmd.append("--skip-flashed")
+    if compress is not None:
+        cmd.append("--compress" if compress else "--no-compress")
     return cmd + plan.flash_options() + plan.addr_file_args()
 
 
@@ -304,6 +327,7 @@ class Esp32s3Target:
         model_dir: Path | str | None = None,
         boot_wait_s: float = BOOT_WAIT_S,
         flash_timeout_s: float = FLASH_TIMEOUT_S,
+        flash_settings: FlashSettings | None = None,
     ) -> None:
         del model_dir  # the model is compiled into the ESP-IDF build; accepted so one set of options fits all
         if not port:
@@ -325,6 +349,15 @@ class Esp32s3Target:
         self.log_path: Path | None = None  # esptool's output of the last flash, when log_dir is given
         self.esptool_log = ""
         self._url: str | None = None
+        # How to flash (--hil-flash-baud, --hil-reflash, --hil-erase-all, --hil-before/--hil-after); esptool_baud,
+        # erase_all and flash_timeout_s say the same when no settings are given.
+        from hil.firmware.flashimage.flasher import FlashSettings
+
+        self.flash_settings = flash_settings or FlashSettings(baud=esptool_baud, erase_all=erase_all,
+                                                              timeout_s=flash_timeout_s)
+        self.esptool_baud, self.erase_all = self.flash_settings.baud, self.flash_settings.erase_all
+        self.flash_result: FlashResult | None = None  # what the last start() wrote and skipped
+        self._merged: Path | None = None
 
     @property
     def url(self) -> str | None:
@@ -342,13 +375,16 @@ class Esp32s3Target:
         check_port(self.port)
         if self.will_flash:
             assert self.build_dir is not None
+            from hil.firmware.flashimage.flasher import flash_build
+
             plan = load_flasher_args(self.build_dir)
-            cmd = write_flash_command(plan, self.port, self.esptool_baud, self.erase_all)
             # esptool resets into the ROM bootloader, writes the regions that differ and hard-resets into the
             # app, so the board starts fresh whether or not anything was written.
-            self.esptool_log = _run_esptool(cmd, self.flash_timeout_s, "write-flash")
-            self._save_log(cmd)
-            if plan.after != "hard-reset":
+            self.flash_result = flash_build(plan, self.port, self.flash_settings, run=_run_esptool)
+            self.esptool_log = self.flash_result.output
+            self._merged = None
+            self._save_log(list(self.flash_result.command))
+            if (self.flash_settings.after or plan.after) != "hard-reset":
                 reset_board(self.port)
         else:
             reset_board(self.port)
@@ -357,6 +393,32 @@ class Esp32s3Target:
         time.sleep(self.boot_wait_s)
         self._url = self.port
         return self._url
+
+    @property
+    def expected_app(self) -> ExpectedApp | None:
+        """What HELLO must report after start() flashed the build (from its app image's descriptor), or None."""
+        if self.flash_result is None or self.build_dir is None:
+            return None
+        from hil.firmware.flashimage.app import expected_app_of_build
+
+        return expected_app_of_build(self.build_dir)
+
+    @property
+    def merged_image(self) -> Path | None:
+        """The merged image of the build start() flashed (esptool merge-bin, made on first use, in log_dir or the
+        build directory), for the run's record; None when nothing was flashed or merging failed."""
+        if self.flash_result is None or self.build_dir is None:
+            return None
+        if self._merged is None:
+            from hil.firmware.flashimage.flasher import MERGED_NAME, merge_build
+
+            try:
+                self._merged, _sha = merge_build(load_flasher_args(self.build_dir),
+                                                 (self.log_dir or self.build_dir) / MERGED_NAME)
+            except (Esp32s3Error, OSError) as exc:
+                log.warning("no merged image of %s: %s", self.build_dir, exc)
+                return None
+        return self._merged
 
     def reset(self) -> str:
         """Hard-resets the board (EN pulsed through RTS, as esptool does) without flashing, waits for it to

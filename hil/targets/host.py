@@ -6,9 +6,10 @@ Its "cycles" are CLOCK_MONOTONIC nanoseconds (clock_hz 1e9): host wall-clock tim
 from __future__ import annotations
 
 from hil.targets.base import PtyProcessTarget
+from hil.targets.flash_boot import FlashBootMixin
 
 
-class HostTarget(PtyProcessTarget):
+class HostTarget(FlashBootMixin, PtyProcessTarget):  # flash_image=: boot from a flash image
     name = "host"
 
     def command(self) -> list[str]:

@@ -4,17 +4,26 @@ Every request waits for the reply with its own `seq`; anything else that arrives
 earlier request, an error about a frame the host no longer cares about) is discarded. A request whose
 reply times out, comes back with a bad CRC, or is answered by ERROR BAD_CRC is resent with the same `seq`,
 up to `retries` times: every request is idempotent on the device, so a repeat is harmless.
+
+A receiver thread reads the link all the time, also between requests: frames go to the requests, every other
+byte to the device's console (`client.console`, hil.transport.console), stamped with its arrival time. A crash in
+the console (an ESP-IDF panic report, an unexpected reset, a boot loop) ends the request waiting for a reply at
+once with `DeviceCrashed`, which quotes the excerpt and the decoded backtrace, instead of a timeout.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import struct
+import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from hil.crash import Crash
+from hil.transport.console import Console
 from hil.transport.frame import (
     LOAD_HEADER_SIZE,
     MAX_READ_CHUNK,
@@ -36,9 +45,24 @@ from hil.transport.frame import (
     tensor_from_bytes,
     type_name,
 )
-from hil.transport.link import Link, LinkError, LinkTimeout
+from hil.transport.link import POLL_S, Link, LinkError, LinkTimeout
 
 log = logging.getLogger("hil.transport")
+
+# The host drops a reply cut short after this much silence (PROTOCOL.md "Receiving and resynchronizing"). Longer
+# than the device's 100 ms: the host only needs it to release the console text that follows a reply a crash cut
+# short, and must never cut a good reply whose sender (an emulator on a busy machine) was descheduled.
+HOST_RX_GAP_S = 1.0
+MAX_QUEUED_EVENTS = 4096  # frames nobody waits for (stale replies); the oldest go first
+
+
+class DeviceCrashed(LinkError):
+    """The device's console showed a crash (panic, abort, reset, boot loop) while a reply was awaited. `crash`
+    holds the excerpt and the decoded backtrace (hil.crash.Crash)."""
+
+    def __init__(self, message: str, crash: Crash) -> None:
+        super().__init__(message)
+        self.crash = crash
 
 
 class DeviceError(RuntimeError):
@@ -65,7 +89,14 @@ class DeviceClient:
     number of resends after the first attempt."""
 
     def __init__(
-        self, link: Link, *, retries: int = 3, timeout: float | None = None, infer_timeout: float = 60.0
+        self,
+        link: Link,
+        *,
+        retries: int = 3,
+        timeout: float | None = None,
+        infer_timeout: float = 60.0,
+        console: Console | None = None,
+        gap_s: float = HOST_RX_GAP_S,
     ) -> None:
         self.link = link
         self.retries = retries
@@ -73,9 +104,51 @@ class DeviceClient:
         self.infer_timeout = infer_timeout
         self.info: DeviceInfo | None = None
         self.resends = 0  # total resends so far, for tests and logs
-        self._decoder = FrameDecoder()
-        self._pending: list[Frame | CorruptFrame] = []  # decoded but not yet consumed
+        self.console = console if console is not None else Console(link.name)
+        self.gap_s = gap_s
+        self._rx_time = 0.0  # time.time() of the read being decoded: the console's timestamps
+        self._decoder = FrameDecoder(sink=self._to_console)
+        self._events: collections.deque[Frame | CorruptFrame] = collections.deque(maxlen=MAX_QUEUED_EVENTS)
+        self._error: LinkError | None = None  # the link failed; raised to every later read
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
         self._seq = 0
+        self._reader = threading.Thread(target=self._receive, name=f"hil-rx {link.name}", daemon=True)
+        self._reader.start()
+
+    # ---- receiving (the reader thread) ----
+
+    def _to_console(self, data: bytes) -> None:
+        self.console.feed(data, self._rx_time)
+
+    def _receive(self) -> None:
+        last_rx = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                data = self.link.poll(timeout=POLL_S * 2, expecting="a reply frame")
+            except LinkError as exc:
+                if not self._stop.is_set():
+                    with self._cond:
+                        self._error = exc
+                        self._cond.notify_all()
+                self.console.end()
+                return
+            now = time.monotonic()
+            with self._cond:
+                events: list[Frame | CorruptFrame] = []
+                if data:
+                    last_rx = now
+                    self._rx_time = time.time()
+                    events = self._decoder.feed(data)
+                elif self._decoder.pending and now - last_rx >= self.gap_s:
+                    self._rx_time = time.time()
+                    log.info("%s: %d bytes of an incomplete frame dropped after %.1f s of silence", self.link.name,
+                             self._decoder.pending, now - last_rx)
+                    events = self._decoder.expire()
+                self.console.tick()
+                if events:
+                    self._events.extend(events)
+                self._cond.notify_all()
 
     # ---- framing ----
 
@@ -83,18 +156,50 @@ class DeviceClient:
         self._seq = (self._seq + 1) & 0xFF
         return self._seq
 
-    def read_event(self, timeout: float | None = None) -> Frame | CorruptFrame:
-        """The next frame or corrupt-frame report from the device, whatever its seq."""
+    def read_event(self, timeout: float | None = None, expecting: str = "a reply frame") -> Frame | CorruptFrame:
+        """The next frame or corrupt-frame report from the device, whatever its seq. Raises DeviceCrashed when
+        the console shows a crash (once its excerpt is complete, or when the wait ends), LinkError when the link
+        failed, LinkTimeout after `timeout`."""
         limit = self.timeout if timeout is None else timeout
+        start = time.time()
         deadline = time.monotonic() + limit
         while True:
-            if self._pending:
-                return self._pending.pop(0)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LinkTimeout(f"{self.link.name}: no frame within {limit:g} s")
-            data = self.link.read_some(timeout=remaining, expecting="a reply frame")
-            self._pending.extend(self._decoder.feed(data))
+            with self._cond:
+                if self._events:
+                    return self._events.popleft()
+                error = self._error
+                if error is None and time.monotonic() < deadline and self._no_crash_pending():
+                    self._cond.wait(min(deadline - time.monotonic(), 0.05))
+                    continue
+            # A crash, a failed link or the deadline: a crash explains the others, so it comes first.
+            collecting = self.console.collecting()
+            crash = self.console.crash(wait_s=self.console.settle_s if collecting is not None else 0.0)
+            if crash is not None and (crash.complete or error is not None or time.monotonic() >= deadline):
+                raise self._crashed(crash, expecting)
+            if crash is not None:
+                continue  # still collecting its excerpt
+            if error is not None:
+                cause = error.__cause__ if error.__cause__ is not None else error
+                raise LinkError(self.link.explain(f"{self.link.name}: read failed while waiting for {expecting}: "
+                                                  f"{cause}")) from error
+            if time.monotonic() >= deadline:
+                printed = self.console.tail_text(12, since=start - 1.0)
+                said = f"; meanwhile the device printed (console):\n{printed}" if printed else ""
+                raise LinkTimeout(self.link.explain(f"{self.link.name}: no frame within {limit:g} s") + said)
+
+    def _no_crash_pending(self) -> bool:
+        return self.console.collecting() is None and not any(
+            not c.reported for c in self.console.crashes())
+
+    def _crashed(self, crash: Crash, expecting: str) -> DeviceCrashed:
+        crash.reported = True
+        self.console.disarm()
+        message = (f"{self.link.name}: the device crashed while the host waited for {expecting}: "
+                   f"{crash.summary()}\n{crash.describe()}")
+        diagnosis = self.link.diagnose() if self.link.diagnose is not None else None
+        if diagnosis:
+            message += f"\n{diagnosis}"
+        return DeviceCrashed(message, crash)
 
     def request(self, type: int, payload: bytes = b"", *, timeout: float | None = None) -> Frame:
         """Sends one request and returns its reply frame (type | 0x80). Raises DeviceError on ERROR,
@@ -130,11 +235,15 @@ class DeviceClient:
     def _await_reply(self, type_: int, seq: int, limit: float) -> Frame | tuple[str, bool]:
         """The reply frame, or why to resend and whether that was a timeout."""
         deadline = time.monotonic() + limit
+        expecting = f"the {type_name(type_)} reply seq={seq}"
         while True:
             try:
-                event = self.read_event(max(deadline - time.monotonic(), 0.0))
-            except LinkTimeout:
-                return f"no reply within {limit:g} s", True
+                event = self.read_event(max(deadline - time.monotonic(), 0.0), expecting)
+            except DeviceCrashed:
+                raise
+            except LinkTimeout as exc:
+                said = str(exc).partition("; meanwhile the device printed")[1:]
+                return f"no reply within {limit:g} s" + "".join(said), True
             if event.seq != seq:
                 log.debug("%s: discarded stale %s seq=%d", self.link.name, event, event.seq)
                 continue
@@ -155,6 +264,7 @@ class DeviceClient:
     def hello(self) -> DeviceInfo:
         reply = self.request(FrameType.HELLO)
         self.info = parse_info(reply.payload)
+        self.console.arm()  # up and answering: a reset from now on is a crash
         return self.info
 
     def echo(self, data: bytes) -> bytes:
@@ -257,6 +367,10 @@ class DeviceClient:
         )
 
     def close(self) -> None:
+        """Stops the receiver (within about 0.1 s) and closes the link."""
+        self._stop.set()
+        if self._reader.is_alive() and self._reader is not threading.current_thread():
+            self._reader.join(timeout=2.0)
         self.link.close()
 
     def __enter__(self) -> DeviceClient:
@@ -264,3 +378,4 @@ class DeviceClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -44,6 +45,7 @@ class FrameType(IntEnum):
     INFER = 0x04
     READ_OUTPUT = 0x05
     INFER_OFFLOAD = 0x06
+    DEBUG = 0x70  # crash-test builds only (PROTOCOL.md "DEBUG"); others answer ERROR UNKNOWN_TYPE
     ERROR = 0x7F
 
 
@@ -138,16 +140,21 @@ class FrameDecoder:
     1. discard bytes until the magic;
     2. header check fails: drop the first byte of the candidate and rescan the bytes already received;
     3. length above `max_payload`: report `CorruptFrame(reason='oversize')`, resume after the magic;
-    4. CRC fails: report `CorruptFrame(reason='bad_crc')`, rescan the bytes after the magic.
+    4. CRC fails: report `CorruptFrame(reason='bad_crc')`, rescan the bytes after the magic;
+    5. silence with a candidate incomplete (`expire()`, called by the receiver after its gap): drop the
+       candidate's first byte and rescan, until nothing is left waiting.
 
-    `feed()` never raises: corruption is reported as `CorruptFrame` values or silently skipped (garbage, bad
-    header checks). At most one candidate frame (`max_payload + 11` bytes) is ever buffered.
+    `feed()` never raises: corruption is reported as `CorruptFrame` values or skipped (garbage, bad header
+    checks). Every byte that is not part of a good frame (the device's console text, garbage, the start of a
+    rejected frame) goes to `sink`, in stream order, once its fate is decided. At most one candidate frame
+    (`max_payload + 11` bytes) is ever buffered.
     """
 
-    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+    def __init__(self, max_payload: int = MAX_PAYLOAD, sink: Callable[[bytes], None] | None = None) -> None:
         if not 0 <= max_payload <= MAX_PAYLOAD:
             raise ValueError(f"max_payload must be within 0..{MAX_PAYLOAD}")
         self.max_payload = max_payload
+        self.sink = sink
         self._buf = bytearray()
         self._pos = 0
         self._need = 0  # buffer length below which no new decision is possible (a frame still arriving)
@@ -173,11 +180,9 @@ class FrameDecoder:
         while True:
             start = buf.find(MAGIC[0], self._pos)
             if start < 0:
-                self.dropped += len(buf) - self._pos
-                self._pos = len(buf)
+                self._skip(len(buf) - self._pos)
                 break
-            self.dropped += start - self._pos
-            self._pos = start
+            self._skip(start - self._pos)
             avail = len(buf) - start
             if avail < 2:
                 break
@@ -209,7 +214,22 @@ class FrameDecoder:
         self._compact()
         return events
 
+    def expire(self) -> list[Frame | CorruptFrame]:
+        """The line was silent with a candidate frame incomplete (a sender cut short): it will never complete.
+        Drops its first byte and rescans what followed (console text, or a whole frame sent after the cut),
+        repeating while a candidate is left waiting: every byte held arrived before the silence."""
+        events: list[Frame | CorruptFrame] = []
+        while self.pending:
+            self._need = 0
+            self._skip(1)
+            events += self.feed(b"")
+        return events
+
     def _skip(self, n: int) -> None:
+        if n <= 0:
+            return
+        if self.sink is not None:
+            self.sink(bytes(self._buf[self._pos : self._pos + n]))
         self._pos += n
         self.dropped += n
 

@@ -80,10 +80,10 @@ class Link:
             # pyserial raises TypeError/AttributeError when the port was closed underneath it.
             raise LinkError(self.explain(f"{self.name}: write failed: {exc}")) from exc
 
-    def read_some(self, max_bytes: int = 1 << 16, timeout: float | None = None, expecting: str = "data") -> bytes:
-        """Returns between 1 and `max_bytes` bytes, as soon as any arrive; LinkTimeout after `timeout`."""
-        limit = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
+    def poll(self, max_bytes: int = 1 << 16, timeout: float = POLL_S, expecting: str = "data") -> bytes:
+        """What arrives within `timeout` (at most about POLL_S longer), up to `max_bytes`; b"" when nothing did.
+        Raises LinkError when the port fails (never LinkTimeout)."""
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 if self._socket_like:
@@ -98,12 +98,18 @@ class Link:
                         more = self._port.in_waiting
                         if more:
                             data += self._port.read(min(more, max_bytes - len(data)))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
                 raise LinkError(self.explain(f"{self.name}: read failed while waiting for {expecting}: {exc}")) from exc
-            if data:
+            if data or time.monotonic() >= deadline:
                 return data
-            if time.monotonic() >= deadline:
-                raise LinkTimeout(self.explain(f"{self.name}: no {expecting} within {limit:g} s"))
+
+    def read_some(self, max_bytes: int = 1 << 16, timeout: float | None = None, expecting: str = "data") -> bytes:
+        """Returns between 1 and `max_bytes` bytes, as soon as any arrive; LinkTimeout after `timeout`."""
+        limit = self.timeout if timeout is None else timeout
+        data = self.poll(max_bytes, limit, expecting)
+        if not data:
+            raise LinkTimeout(self.explain(f"{self.name}: no {expecting} within {limit:g} s"))
+        return data
 
     def read_exact(self, n: int, timeout: float | None = None, expecting: str = "data") -> bytes:
         """Exactly `n` bytes within `timeout` (all of them, not each)."""

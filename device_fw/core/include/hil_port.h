@@ -5,8 +5,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Blocks until at least one byte is available; returns the number read, 0 at end of input. */
-int hil_port_read(uint8_t *buf, size_t max);
+/* timeout_us of hil_port_read_timeout(): wait until input arrives, however long that takes. */
+#define HIL_PORT_FOREVER 0xFFFFFFFFu
+
+/* Waits at most timeout_us for input and returns as soon as any has arrived: the number of bytes read (1..max),
+ * 0 when the time ran out with nothing received, -1 at end of input (the host side closed the port). The core
+ * uses the timeout to drop a frame cut short by silence on the line (PROTOCOL.md "Receiving and
+ * resynchronizing"); a port must honour it to within a few milliseconds. */
+int hil_port_read_timeout(uint8_t *buf, size_t max, uint32_t timeout_us);
+/* Writes all n bytes. The protocol and the device's console text share this channel (as on a UART): the core
+ * never writes text between the bytes of one frame. */
 void hil_port_write(const uint8_t *buf, size_t n);
 void hil_port_flush(void);
 

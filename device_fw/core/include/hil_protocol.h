@@ -23,6 +23,15 @@
 #error "HIL_RX_MAX must be within 64..65535"
 #endif
 
+/* Silence on the line, in microseconds, after which an incomplete frame is dropped (PROTOCOL.md "Receiving and
+ * resynchronizing"): the bytes of one frame must follow each other with no longer gap. 100 ms is over 1000 byte
+ * times at the slowest supported rate (115200 baud: 87 us a byte) and well above what USB-serial bridges and a
+ * busy host add, yet short against the host's reply timeout, so the next request after a dead host's partial
+ * frame is answered on its first attempt. */
+#ifndef HIL_RX_GAP_US
+#define HIL_RX_GAP_US 100000u
+#endif
+
 /* Request types; a reply is the request type with bit 7 set. */
 #define HIL_T_HELLO 0x01u
 #define HIL_T_ECHO 0x02u
@@ -73,6 +82,16 @@ void hil_rx_commit(hil_rx_t *rx, size_t n);
 
 /* Scans the buffered bytes and returns the next event; call until it returns HIL_RX_NEED_MORE. */
 hil_rx_event_t hil_rx_next(hil_rx_t *rx, hil_frame_t *frame);
+
+/* After HIL_RX_NEED_MORE: the bytes held by an incomplete candidate frame (0 when the receiver is between
+ * frames, waiting for a magic). While it is not 0, the caller reads with a timeout of HIL_RX_GAP_US. */
+size_t hil_rx_partial(const hil_rx_t *rx);
+
+/* The line was silent for HIL_RX_GAP_US with a candidate frame incomplete: it will never complete. Drops its
+ * first byte, so that the next hil_rx_next() rescans the bytes after it (they may hold a whole frame, e.g. a
+ * request the host sent right after the cut). Call again while hil_rx_partial() is not 0 after draining the
+ * events: every byte held was received before the silence. */
+void hil_rx_expire(hil_rx_t *rx);
 
 /* Reply writer: begin with the payload length, write exactly that many bytes in any number of pieces, end.
  * Small pieces are gathered in a small staging buffer; large ones go straight to hil_port_write(). The

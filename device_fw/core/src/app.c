@@ -6,6 +6,9 @@
 
 #include <string.h>
 
+#if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
+#include "hil_crash_test.h"
+#endif
 #include "hil_model.h"
 #include "hil_offload.h"
 #include "hil_port.h"
@@ -510,6 +513,11 @@ static void dispatch(const hil_frame_t *f)
     case HIL_T_INFER_OFFLOAD:
         handle_infer_offload(f);
         break;
+#if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
+    case HIL_T_DEBUG:
+        hil_crash_test_request(f);
+        break;
+#endif
     default:
         msg_init(&m, "unknown request type ");
         msg_hex8(&m, f->type);
@@ -518,38 +526,60 @@ static void dispatch(const hil_frame_t *f)
     }
 }
 
+static void answer_event(hil_rx_event_t ev, const hil_frame_t *frame)
+{
+    msg_t m;
+
+    if (ev == HIL_RX_FRAME) {
+        dispatch(frame);
+    } else if (ev == HIL_RX_BAD_CRC) {
+        hil_send_error(frame->seq, HIL_E_BAD_CRC, frame->type, "payload crc mismatch");
+    } else {
+        msg_init(&m, "length ");
+        msg_u32(&m, frame->length);
+        msg_str(&m, " above rx_max ");
+        msg_u32(&m, HIL_RX_MAX);
+        hil_send_error(frame->seq, HIL_E_OVERSIZE, frame->type, m.text);
+    }
+}
+
 int hil_app_run(void)
 {
+    int silent = 0; /* the last read timed out: nothing buffered can still complete */
+
     hil_rx_init(&rx);
     outputs_valid = 0;
+#if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
+    hil_crash_test_boot();
+#endif
     for (;;) {
         hil_frame_t frame;
         hil_rx_event_t ev;
         uint8_t *space;
         size_t room;
         int n;
-        msg_t m;
 
-        /* Answer everything already buffered before blocking on the port again. */
+        /* Answer everything already buffered before waiting on the port again. */
         while ((ev = hil_rx_next(&rx, &frame)) != HIL_RX_NEED_MORE) {
-            if (ev == HIL_RX_FRAME) {
-                dispatch(&frame);
-            } else if (ev == HIL_RX_BAD_CRC) {
-                hil_send_error(frame.seq, HIL_E_BAD_CRC, frame.type, "payload crc mismatch");
-            } else {
-                msg_init(&m, "length ");
-                msg_u32(&m, frame.length);
-                msg_str(&m, " above rx_max ");
-                msg_u32(&m, HIL_RX_MAX);
-                hil_send_error(frame.seq, HIL_E_OVERSIZE, frame.type, m.text);
-            }
+            answer_event(ev, &frame);
         }
+        /* A frame cut short by silence (a host that died while sending) never completes: drop it and rescan
+         * what followed it. Every byte held arrived before the silence, so repeat until none is left waiting. */
+        if (silent && hil_rx_partial(&rx) > 0) {
+            hil_rx_expire(&rx);
+            continue;
+        }
+        silent = 0;
         hil_port_flush();
 
         space = hil_rx_space(&rx, &room);
-        n = hil_port_read(space, room);
-        if (n <= 0) {
+        n = hil_port_read_timeout(space, room, hil_rx_partial(&rx) > 0 ? HIL_RX_GAP_US : HIL_PORT_FOREVER);
+        if (n < 0) {
             return 0;
+        }
+        if (n == 0) {
+            silent = 1;
+            continue;
         }
         hil_rx_commit(&rx, (size_t)n);
     }

@@ -2,7 +2,8 @@
  *
  * The receiver never blocks and never allocates: the caller reads bytes into hil_rx_space(), commits them
  * and drains events with hil_rx_next(). Every decision about a candidate frame is taken only once all of
- * its bytes are in the buffer, so the result does not depend on how the stream was split into reads. */
+ * its bytes are in the buffer, so the result does not depend on how the stream was split into reads; the one
+ * exception is hil_rx_expire(), which the caller applies after HIL_RX_GAP_US of silence. */
 #include "hil_protocol.h"
 
 #include <string.h>
@@ -129,6 +130,25 @@ hil_rx_event_t hil_rx_next(hil_rx_t *rx, hil_frame_t *frame)
         frame->payload = p + HIL_HEADER_SIZE;
         rx->pending_drop = total;
         return HIL_RX_FRAME;
+    }
+}
+
+size_t hil_rx_partial(const hil_rx_t *rx)
+{
+    size_t head = rx->head + rx->pending_drop;
+
+    return rx->tail > head ? rx->tail - head : 0;
+}
+
+void hil_rx_expire(hil_rx_t *rx)
+{
+    rx_apply_drop(rx);
+    if (rx->head < rx->tail) {
+        rx->head += 1;
+    }
+    if (rx->head >= rx->tail) {
+        rx->head = 0;
+        rx->tail = 0;
     }
 }
 

@@ -12,6 +12,11 @@
 #define SYS_EXIT 1
 #define SYS_READ 3
 #define SYS_WRITE 4
+#define SYS_SELECT_ONE 29
+#define SELECT_ONE_READ 1
+
+/* Longest single wait inside QEMU (see hil_port_read_timeout). */
+#define WAIT_SLICE_MS 50u
 
 static int simcall(int nr, int arg1, int arg2, int arg3)
 {
@@ -24,12 +29,52 @@ static int simcall(int nr, int arg1, int arg2, int arg3)
     return a2;
 }
 
-int hil_port_read(uint8_t *buf, size_t max)
+/* Waits up to `ms` for input on fd 0 with semihosting select_one; 1 when readable (or hung up: the read that
+ * follows reports it), 0 when the time ran out, negative on error. The wait happens in QEMU (poll(2) on its
+ * stdin, host wall-clock time); the guest executes nothing meanwhile. Checked on QEMU 7.2 (Debian 12): the
+ * timeout is honoured (an idle firmware uses no CPU; tests/test_protocol_resync.py measures the 100 ms gap). A
+ * QEMU whose select_one returned at once would make every silence look immediate. */
+static int wait_readable(uint32_t ms)
 {
-    /* Blocks in QEMU until the pty has bytes; 0 at end of input, -1 on error (both end the main loop). */
-    int n = simcall(SYS_READ, 0, (int)(uintptr_t)buf, (int)max);
+    struct {
+        int32_t tv_sec;
+        int32_t tv_usec;
+    } tv;
 
-    return n > 0 ? n : 0;
+    tv.tv_sec = (int32_t)(ms / 1000u);
+    tv.tv_usec = (int32_t)((ms % 1000u) * 1000u);
+    return simcall(SYS_SELECT_ONE, 0, SELECT_ONE_READ, (int)(uintptr_t)&tv);
+}
+
+int hil_port_read_timeout(uint8_t *buf, size_t max, uint32_t timeout_us)
+{
+    /* Never one long blocking simcall: QEMU cannot stop a vCPU that is inside one (a blocking read(2) on its
+     * stdin), so it would ignore SIGTERM until input arrived. Waiting in slices of at most WAIT_SLICE_MS lets
+     * the vCPU return to QEMU's main loop between slices; a shutdown request then takes effect within one. */
+    uint32_t left_ms = timeout_us == HIL_PORT_FOREVER ? 0xFFFFFFFFu : (timeout_us + 999u) / 1000u;
+
+    for (;;) {
+        uint32_t slice = left_ms < WAIT_SLICE_MS ? left_ms : WAIT_SLICE_MS;
+        int ready = wait_readable(slice);
+        int n;
+
+        if (ready < 0) {
+            return -1;
+        }
+        if (ready == 0) {
+            if (timeout_us != HIL_PORT_FOREVER) {
+                left_ms -= slice;
+                if (left_ms == 0) {
+                    return 0;
+                }
+            }
+            continue;
+        }
+        /* Readable: returns what has arrived, up to max; 0 at end of input, -1 on error (EIO once the pty's
+         * other end is closed). */
+        n = simcall(SYS_READ, 0, (int)(uintptr_t)buf, (int)max);
+        return n > 0 ? n : -1;
+    }
 }
 
 void hil_port_write(const uint8_t *buf, size_t n)

@@ -37,10 +37,18 @@ _hil_vectors:
     j       hil_debug_exit
     .org    0x20
     j       hil_debug_exit
+#if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
+    /* The crash-test variant reports the exception first, as ESP-IDF's panic handler (panic_qemu.c). */
+    .org    0x30
+    j       hil_panic_entry
+    .org    0x50
+    j       hil_panic_entry
+#else
     .org    0x30
     j       hil_fatal
     .org    0x50
     j       hil_fatal
+#endif
     .org    0x70
     j       hil_fatal
     .org    0x80
@@ -57,3 +65,50 @@ hil_exit:
     simcall
 2:
     j       2b
+
+#if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
+/* Saves the interrupted context in hil_panic_regs (a0..a15, EPC1, EXCCAUSE, EXCVADDR, PS), moves to the panic
+ * stack and calls hil_qemu_panic(regs), which never returns. Still in exception mode (PS.EXCM): a fault in
+ * the handler takes the double exception vector to hil_fatal. */
+    .balign 4
+.Lpanic_regs:
+    .word   hil_panic_regs
+.Lpanic_stack_top:
+    .word   hil_panic_stack + 4096
+.Lpanic_handler:
+    .word   hil_qemu_panic
+hil_panic_entry:
+    wsr.excsave1 a0
+    l32r    a0, .Lpanic_regs
+    s32i    a1, a0, 4
+    s32i    a2, a0, 8
+    s32i    a3, a0, 12
+    s32i    a4, a0, 16
+    s32i    a5, a0, 20
+    s32i    a6, a0, 24
+    s32i    a7, a0, 28
+    s32i    a8, a0, 32
+    s32i    a9, a0, 36
+    s32i    a10, a0, 40
+    s32i    a11, a0, 44
+    s32i    a12, a0, 48
+    s32i    a13, a0, 52
+    s32i    a14, a0, 56
+    s32i    a15, a0, 60
+    rsr.excsave1 a2
+    s32i    a2, a0, 0
+    rsr.epc1 a2
+    s32i    a2, a0, 64
+    rsr.exccause a2
+    s32i    a2, a0, 68
+    rsr.excvaddr a2
+    s32i    a2, a0, 72
+    rsr.ps  a2
+    s32i    a2, a0, 76
+    l32r    a1, .Lpanic_stack_top
+    mov     a2, a0
+    l32r    a0, .Lpanic_handler
+    callx0  a0
+3:
+    j       3b
+#endif

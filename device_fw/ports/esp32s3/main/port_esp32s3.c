@@ -1,13 +1,18 @@
-/* ESP32-S3 port of the HIL firmware (ESP-IDF v5.x): the protocol on UART0, cycles from CCOUNT, microseconds
- * from esp_timer and a GPIO marker for the power analyzer's trigger. Everything else is the shared core. */
+/* ESP32-S3 port of the HIL firmware (ESP-IDF v5.x): the protocol and the ESP-IDF console share UART0, cycles
+ * from CCOUNT, microseconds from esp_timer and a GPIO marker for the power analyzer's trigger. Everything else
+ * is the shared core. */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "driver/gpio.h"
 #include "driver/uart.h"
 #include "esp_cpu.h"
 #include "esp_err.h"
+#include "esp_log.h"
 #include "esp_private/esp_clk.h"
 #include "esp_system.h"
 #include "esp_timer.h"
@@ -34,18 +39,99 @@
 /* Above every application task, below the IPC tasks (priority 24) that ESP-IDF needs for cross-core calls. */
 #define HIL_TASK_PRIO 10
 
+static const char *TAG = "hil";
 static uint32_t s_clock_hz;
 
-int hil_port_read(uint8_t *buf, size_t max)
+/* ---- console text between frames ----
+ * UART0 carries the protocol and the ESP-IDF console: the ROM's boot text, the bootloader's and the app's log
+ * lines and the panic handler's output, which the host keeps as the device's console (PROTOCOL.md "Console
+ * text"). A log line written while the HIL task is sending a frame would land inside it, so ESP-IDF log output
+ * (any task) is gathered here by log_vprintf() and written by the HIL task only between frames: in
+ * hil_port_flush(), after a reply, and while it waits for a request. The panic handler writes directly, which
+ * can only cut a frame that the crash has cut already. */
+#define HIL_LOG_BUF 2048
+#define HIL_LOG_LINE 160
+
+static char s_log_buf[HIL_LOG_BUF];
+static size_t s_log_len;
+static uint32_t s_log_dropped;
+static portMUX_TYPE s_log_mux = portMUX_INITIALIZER_UNLOCKED;
+
+static int log_vprintf(const char *fmt, va_list args)
 {
+    char line[HIL_LOG_LINE];
+    int n = vsnprintf(line, sizeof line, fmt, args);
+    size_t len;
+
+    if (n <= 0) {
+        return n;
+    }
+    len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    taskENTER_CRITICAL(&s_log_mux);
+    if (s_log_len + len <= sizeof s_log_buf) {
+        memcpy(s_log_buf + s_log_len, line, len);
+        s_log_len += len;
+    } else {
+        s_log_dropped++;
+    }
+    taskEXIT_CRITICAL(&s_log_mux);
+    return n;
+}
+
+/* HIL task only, and only between frames. */
+static void log_drain(void)
+{
+    static char out[HIL_LOG_BUF];
+    size_t n;
+    uint32_t dropped;
+
+    taskENTER_CRITICAL(&s_log_mux);
+    n = s_log_len;
+    memcpy(out, s_log_buf, n);
+    s_log_len = 0;
+    dropped = s_log_dropped;
+    s_log_dropped = 0;
+    taskEXIT_CRITICAL(&s_log_mux);
+    if (n > 0) {
+        uart_write_bytes(HIL_UART, out, n);
+    }
+    if (dropped > 0) {
+        char note[64];
+        int k = snprintf(note, sizeof note, "W hil: %u log lines dropped (buffer full)\r\n", (unsigned)dropped);
+        if (k > 0) {
+            uart_write_bytes(HIL_UART, note, (size_t)k < sizeof note ? (size_t)k : sizeof note - 1);
+        }
+    }
+}
+
+/* Ticks covering at least `ms`: a wait of k ticks may end up to one tick period early, so one more. */
+static TickType_t ticks_for_ms(uint32_t ms)
+{
+    return (TickType_t)((ms + portTICK_PERIOD_MS - 1u) / portTICK_PERIOD_MS) + 1u;
+}
+
+int hil_port_read_timeout(uint8_t *buf, size_t max, uint32_t timeout_us)
+{
+    int got;
+
     if (max == 0) {
         return 0;
     }
-    /* Block for the first byte, then take whatever else has already arrived without waiting: the core wants
-     * "at least one byte", and waiting for `max` bytes would stall on a frame shorter than the buffer. A UART
-     * has no end of input, so this never returns 0. */
-    while (uart_read_bytes(HIL_UART, buf, 1, portMAX_DELAY) != 1) {
+    if (timeout_us == HIL_PORT_FOREVER) {
+        /* Between frames: write pending log text while waiting for the first byte of a request. */
+        do {
+            log_drain();
+            got = uart_read_bytes(HIL_UART, buf, 1, ticks_for_ms(100));
+        } while (got <= 0);
+    } else {
+        got = uart_read_bytes(HIL_UART, buf, 1, ticks_for_ms((timeout_us + 999u) / 1000u));
+        if (got <= 0) {
+            return 0; /* silence (or a driver error, which a UART cannot recover from better than by waiting) */
+        }
     }
+    /* Then take whatever else has already arrived without waiting: the core wants "at least one byte", and
+     * waiting for `max` bytes would stall on a frame shorter than the buffer. A UART has no end of input, so
+     * this never returns -1. */
     size_t avail = 0;
     if (uart_get_buffered_data_len(HIL_UART, &avail) != ESP_OK) {
         avail = 0;
@@ -65,6 +151,8 @@ void hil_port_write(const uint8_t *buf, size_t n)
 
 void hil_port_flush(void)
 {
+    /* Called by the core after its replies, between frames. */
+    log_drain();
     uart_wait_tx_done(HIL_UART, portMAX_DELAY);
 }
 
@@ -149,10 +237,13 @@ void app_main(void)
      * core that runs the inference. */
     ESP_ERROR_CHECK(uart_driver_install(HIL_UART, HIL_UART_RX_BUF, 0, 0, NULL, 0));
     ESP_ERROR_CHECK(uart_param_config(HIL_UART, &uart));
-    /* The default UART0 pins (GPIO43 TX, GPIO44 RX), set explicitly: with the console disabled nothing else
-     * claims them. */
+    /* The default UART0 pins (GPIO43 TX, GPIO44 RX), the console's own, set explicitly. */
     ESP_ERROR_CHECK(
         uart_set_pin(HIL_UART, U0TXD_GPIO_NUM, U0RXD_GPIO_NUM, UART_PIN_NO_CHANGE, UART_PIN_NO_CHANGE));
+
+    /* From here on, log lines go out only between frames (log_vprintf above). */
+    esp_log_set_vprintf(log_vprintf);
+    ESP_LOGI(TAG, "ready: protocol on UART0 at %d baud, console text between frames", CONFIG_HIL_UART_BAUD);
 
     if (xTaskCreatePinnedToCore(hil_task, "hil", CONFIG_HIL_TASK_STACK_SIZE, NULL, HIL_TASK_PRIO, NULL,
                                 HIL_TASK_CORE) != pdPASS) {
