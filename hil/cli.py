@@ -114,7 +114,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             print(f"hil build: '{target}' is built with ESP-IDF, see device_fw/ports/esp32s3/README.md",
                   file=sys.stderr)
             return EXIT_USAGE
-        path = build_firmware(target, model.c_dir)
+        path = build_firmware(target, model.c_dir, crash_test=args.crash_test)
         if not args.quiet:
             print(f"{target}: {path}")
     return 0
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", choices=TARGETS, help="host and/or qemu (default: every target "
                                                                      "built with make)")
     p.add_argument("--model", type=Path, default=None, help="model directory or .tflite")
+    p.add_argument("--crash-test", action="store_true",
+                   help="the test variant with a debug request that crashes on purpose (panic detection tests)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_build)
 
