@@ -137,29 +137,46 @@ def _simple_model(opcode: str, options: object | None = None, out_dtype: str = "
 
 
 def test_unsupported_op_names_the_op(tmp_path: Path) -> None:
-    model = _simple_model("SOFTMAX", builtin_options("SoftmaxOptionsT", beta=1.0))
-    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(SOFTMAX\) is not supported") as e:
+    model = _simple_model("EXP")
+    with pytest.raises(UnsupportedModelError, match=r"operator 0 \(EXP\) is not supported") as e:
         compile_tflite(model, tmp_path)
     assert "Supported ops: ADD" in str(e.value)
+    assert "shape arithmetic on constants: SHAPE" in str(e.value)
     assert not (tmp_path / "model.json").exists()
 
 
 def test_float_input_is_rejected_with_the_fix(tmp_path: Path) -> None:
+    """A float32 graph input is compiled only where it feeds QUANTIZE ops (the converter's float I/O)."""
     b = TfliteBuilder()
     x = b.tensor([1, 4], "float32", name="float_in")
-    q = b.tensor([1, 4], scale=0.1, zero_point=0, name="q")
-    b.op("QUANTIZE", [x], [q])
-    model = b.finish([x], [q])
+    y = b.tensor([1, 4], "float32", name="y")
+    b.op("RELU", [x], [y])
+    model = b.finish([x], [y])
     with pytest.raises(
         UnsupportedModelError, match=r"graph input tensor 0 'float_in'.* is float32.*inference_input_type"
     ):
         compile_tflite(model, tmp_path)
 
 
-def test_quantize_inside_the_graph_is_explained(tmp_path: Path) -> None:
-    model = _simple_model("QUANTIZE")
-    with pytest.raises(UnsupportedModelError, match=r"\(QUANTIZE\) is not supported.*float and int8"):
-        compile_tflite(model, tmp_path)
+def test_quantize_inside_the_graph_is_a_requantization(tmp_path: Path) -> None:
+    compiled = compile_tflite(_simple_model("QUANTIZE"), tmp_path)
+    assert [(o.op, o.kernel) for o in compiled.ops] == [("QUANTIZE", "hil_requantize")]
+
+
+def test_float_io_around_quantize_and_dequantize_compiles(tmp_path: Path) -> None:
+    b = TfliteBuilder()
+    x = b.tensor([1, 4], "float32", name="float_in")
+    q = b.tensor([1, 4], scale=0.1, zero_point=0, name="q")
+    b.op("QUANTIZE", [x], [q])
+    y = b.tensor([1, 4], "float32", name="float_out")
+    b.op("DEQUANTIZE", [q], [y])
+    compiled = compile_tflite(b.finish([x], [y]), tmp_path)
+    assert [(t.dtype, t.bytes, t.scale, t.zero_point) for t in (*compiled.inputs, *compiled.outputs)] == [
+        ("float32", 16, 0.0, 0),
+        ("float32", 16, 0.0, 0),
+    ]
+    source = (tmp_path / "hil_model.c").read_text()
+    assert ".dtype = HIL_DTYPE_FLOAT32" in source and "(float *)(void *)(hil_arena + " in source
 
 
 def test_strided_slice_with_a_step_is_rejected(tmp_path: Path) -> None:
@@ -405,6 +422,28 @@ def _one_model_per_op(tmp_path: Path) -> list[Path]:
         "slice": make_single_op_model("STRIDED_SLICE", rng),
         "pad": make_single_op_model("PAD", rng, constant=3),
         "reshape": make_single_op_model("RESHAPE", rng),
+        "softmax": make_single_op_model("SOFTMAX", rng),
+        "softmax16": make_single_op_model("SOFTMAX", rng, dtype="int16"),
+        "logistic": make_single_op_model("LOGISTIC", rng),
+        "logistic16": make_single_op_model("LOGISTIC", rng, dtype="int16"),
+        "tanh": make_single_op_model("TANH", rng),
+        "tanh16": make_single_op_model("TANH", rng, dtype="int16"),
+        "hard_swish": make_single_op_model("HARD_SWISH", rng),
+        "mul": make_single_op_model("MUL", rng, shape2=(3,), const_second=True),
+        "mul16": make_single_op_model("MUL", rng, dtype="int16"),
+        "sub": make_single_op_model("SUB", rng, shape2=(1, 1, 4, 1)),
+        "sub16": make_single_op_model("SUB", rng, dtype="int16", const_second=True),
+        "concat": make_single_op_model("CONCATENATION", rng, shapes=((1, 2, 3), (1, 2, 5)), const_input=0),
+        "concat16": make_single_op_model(
+            "CONCATENATION", rng, shapes=((1, 2, 4, 3), (1, 5, 4, 3)), dtype="int16", axis=1
+        ),
+        "requantize": make_single_op_model("QUANTIZE", rng, in_dtype="int8", out_dtype="int16"),
+        "quantize_float": make_single_op_model("QUANTIZE", rng, in_dtype="float32", out_dtype="int8"),
+        "dequantize": make_single_op_model("DEQUANTIZE", rng, in_dtype="int16"),
+        "relu": make_single_op_model("RELU", rng),
+        "relu6_16": make_single_op_model("RELU6", rng, dtype="int16"),
+        "leaky_relu": make_single_op_model("LEAKY_RELU", rng),
+        "leaky_relu16": make_single_op_model("LEAKY_RELU", rng, dtype="int16"),
     }
     files = []
     for name, data in models.items():
@@ -431,6 +470,7 @@ def test_every_codegen_path_compiles_and_runs_on_the_host(tmp_path: Path, build_
 
         binary = build_host_runner(c_file.parent, build_dir)
         spec = json.loads((c_file.parent / "model.json").read_text())
-        inputs = [np.zeros(i["shape"], np.int8) for i in spec["inputs"]]
+        dtypes = {"int8": np.int8, "int16": np.int16, "float32": np.float32}
+        inputs = [np.zeros(i["shape"], dtypes[i["dtype"]]) for i in spec["inputs"]]
         (outs,) = run_host_many(binary, [inputs])
         assert [list(o.shape) for o in outs] == [o["shape"] for o in spec["outputs"]]

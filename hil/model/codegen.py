@@ -16,7 +16,18 @@ import numpy as np
 from hil.model.compiler import ConstArray, KernelCall, LoweredModel, TensorSummary
 
 _VALUES_PER_LINE = {"int8_t": 20, "int16_t": 12, "int32_t": 8, "int64_t": 6}
-_DTYPE_C = {"int8": ("int8_t", "HIL_DTYPE_INT8"), "int16": ("int16_t", "HIL_DTYPE_INT16")}
+_DTYPE_C = {
+    "int8": ("int8_t", "HIL_DTYPE_INT8"),
+    "int16": ("int16_t", "HIL_DTYPE_INT16"),
+    "float32": ("float", "HIL_DTYPE_FLOAT32"),
+}
+# hil_model.h has no float32 code (the protocol has none: device_fw/PROTOCOL.md); a model with a float32 graph
+# input or output (QUANTIZE / DEQUANTIZE at the graph's edge) defines one for the host model runner.
+_FLOAT32_CODE = (
+    "#ifndef HIL_DTYPE_FLOAT32\n"
+    "#define HIL_DTYPE_FLOAT32 3 /* float32 graph input/output: host model runner only, not in PROTOCOL.md */\n"
+    "#endif\n"
+)
 
 
 def _comment(text: str) -> str:
@@ -41,6 +52,8 @@ def _c_float(x: float) -> str:
 def _c_value(v: object) -> str:
     if isinstance(v, str):
         return v
+    if isinstance(v, float):
+        return _c_float(v)
     if isinstance(v, list | tuple):
         return "{" + ", ".join(_c_int(x) for x in v) + "}"
     return _c_int(int(v))  # type: ignore[call-overload]
@@ -99,10 +112,18 @@ def generate_c(lowered: LoweredModel, name: str, sha256: str) -> str:
         f" *\n"
         f" * {len(lowered.calls)} operators ({len(kernel_calls)} kernel calls), "
         f"{lowered.macs} MACs per inference,\n"
-        f" * tensor arena {plan.arena_bytes} bytes, constant data {lowered.weights_bytes} bytes.\n"
+        + (
+            f" * {len(lowered.folded)} more folded at compile time (shape arithmetic: "
+            f"{', '.join(sorted({op.opcode for op in lowered.folded}))}),\n"
+            if lowered.folded
+            else ""
+        )
+        + f" * tensor arena {plan.arena_bytes} bytes, constant data {lowered.weights_bytes} bytes.\n"
         f" * Bit-exact with TensorFlow Lite Micro's reference kernels. */\n"
     )
     out.append('#include <stddef.h>\n#include <stdint.h>\n\n#include "hil_kernels.h"\n#include "hil_model.h"\n')
+    if any(t.dtype == "float32" for t in (*lowered.inputs, *lowered.outputs)):
+        out.append(_FLOAT32_CODE)
     out.append(
         "#if defined(__GNUC__) || defined(__clang__)\n"
         "#define HIL_ARENA_ALIGN __attribute__((aligned(16)))\n"
@@ -158,17 +179,22 @@ def generate_c(lowered: LoweredModel, name: str, sha256: str) -> str:
         "};\n"
     )
 
+    def pointer(a: int | str) -> str:
+        if not isinstance(a, int):
+            return a  # a constant array
+        ctype = _DTYPE_C[graph.tensors[a].dtype][0]
+        where = f"hil_arena + {plan.offsets[a]}"
+        # int16 and float tensors sit at 16-byte aligned offsets (planner.py), so the cast is aligned.
+        return where if ctype == "int8_t" else f"({ctype} *)(void *)({where})"
+
     calls = []
     for call in kernel_calls:
         args = [f"&op{call.op_index}_params"]
         for a in list(call.args) + list(call.outputs):
-            if isinstance(a, int):
-                ctype = _DTYPE_C[graph.tensors[a].dtype][0]
-                where = f"hil_arena + {plan.offsets[a]}"
-                # int16 tensors sit at 16-byte aligned offsets (planner.py), so the cast is aligned.
-                args.append(where if ctype == "int8_t" else f"({ctype} *)(void *)({where})")
+            if isinstance(a, list):  # an array of input pointers (CONCATENATION): a C99 compound literal
+                args.append("(const void *const[]){" + ", ".join(pointer(x) for x in a) + "}")
             else:
-                args.append(a)
+                args.append(pointer(a))
         calls.append(
             f"    /* op {call.op_index}: {call.opcode} */\n    {call.kernel}({', '.join(args)});\n"
             f"    hil_model_op_done({call.op_index});"

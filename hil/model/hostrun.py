@@ -1,10 +1,10 @@
 """Builds and runs a compiled model natively on the host: the fast path for kernel and compiler tests.
 
 `build_host_runner()` links device_fw/tests/run_model_main.c, the kernels in device_fw/core/kernels and one
-generated hil_model.c with the host's gcc, using the strict flags the firmware uses. Binaries are cached by
-the hash of every source and flag. `run_host()` pipes raw input bytes (int8, or little-endian int16 for 16x8
-models) through the binary and returns the outputs shaped as model.json says; `run_host_many()` does many
-inferences in one process.
+generated hil_model.c with the host's gcc, using the strict flags the firmware uses plus the kernels' debug
+checks. Binaries are cached by the hash of every source and flag. `run_host()` pipes raw input bytes (int8,
+little-endian int16 for 16x8 models, little-endian float32 for float graph inputs) through the binary and
+returns the outputs shaped as model.json says; `run_host_many()` does many inferences in one process.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ CORE = paths.DEVICE_FW / "core"
 KERNELS = CORE / "kernels"
 INCLUDE = CORE / "include"
 MAIN = paths.DEVICE_FW / "tests" / "run_model_main.c"
-CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror"]
+# HIL_KERNEL_CHECKS compiles in the kernels' debug checks (HIL_DCHECK in hil_quant.h).
+CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-DHIL_KERNEL_CHECKS"]
 
 
 class HostBuildError(RuntimeError):
@@ -121,8 +122,9 @@ def _io(binary: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _np_dtype(spec: dict) -> np.dtype:
-    """A tensor's numpy type from model.json (int8, or int16 for 16x8 models; little-endian on the device)."""
-    return np.dtype({"int8": "i1", "int16": "<i2"}[spec.get("dtype", "int8")])
+    """A tensor's numpy type from model.json (int8, or int16 for 16x8 models, or float32 for a float graph
+    input/output around QUANTIZE/DEQUANTIZE; little-endian on the device)."""
+    return np.dtype({"int8": "i1", "int16": "<i2", "float32": "<f4"}[spec.get("dtype", "int8")])
 
 
 def _input_bytes(inputs_spec: list[dict], inputs: Sequence[np.ndarray]) -> bytes:

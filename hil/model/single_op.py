@@ -308,6 +308,179 @@ def _reshape(
     return b.finish([x], [y])
 
 
+# --------------------------------------------------------------------------------------------------------
+# Activations, elementwise arithmetic, concatenation and (de)quantization. `dtype` "int16" builds the 16x8
+# variant: int16 activations with zero point 0, as the converter's 16x8 scheme emits them.
+
+# The output quantization TFLite fixes for these ops: (scale, zero point) by activation type.
+_FIXED_OUTPUT = {
+    "SOFTMAX": {"int8": (1.0 / 256, -128), "int16": (1.0 / 32768, 0)},
+    "LOGISTIC": {"int8": (1.0 / 256, -128), "int16": (1.0 / 32768, 0)},
+    "TANH": {"int8": (1.0 / 128, 0), "int16": (1.0 / 32768, 0)},
+}
+
+
+def _act_zp(rng: np.random.Generator, dtype: str) -> int:
+    return _rand_zp(rng) if dtype == "int8" else 0
+
+
+def _act_scale(rng: np.random.Generator, dtype: str, lo: float = -3.0, hi: float = -1.0) -> float:
+    """A random activation scale; int16 steps are 2^8 finer for the same real range."""
+    shift = 0.0 if dtype == "int8" else -math.log10(256.0)
+    return _rand_scale(rng, lo + shift, hi + shift)
+
+
+def _fixed_output_activation(
+    op: str,
+    rng: np.random.Generator,
+    *,
+    shape: Sequence[int] = (1, 10),
+    dtype: str = "int8",
+    input_scale: float | None = None,
+    beta: float = 1.0,
+) -> bytes:
+    """SOFTMAX, LOGISTIC or TANH: random input quantization, the output quantization TFLite fixes."""
+    b = TfliteBuilder()
+    scale = input_scale if input_scale is not None else _act_scale(rng, dtype, -2.5, -0.7)
+    x = b.tensor(list(shape), dtype, scale=scale, zero_point=_act_zp(rng, dtype), name="input")
+    out_scale, out_zp = _FIXED_OUTPUT[op][dtype]
+    y = b.tensor(list(shape), dtype, scale=out_scale, zero_point=out_zp, name="output")
+    options = builtin_options("SoftmaxOptionsT", beta=beta) if op == "SOFTMAX" else None
+    b.op(op, [x], [y], options)
+    return b.finish([x], [y])
+
+
+def _hard_swish(rng: np.random.Generator, *, shape: Sequence[int] = (1, 4, 4, 3)) -> bytes:
+    b = TfliteBuilder()
+    in_scale = _rand_scale(rng, -2.5, -1.0)
+    x = b.tensor(list(shape), scale=in_scale, zero_point=_rand_zp(rng), name="input")
+    # hard_swish(x) spans [-0.375, max(x)]: an output scale near the input's.
+    out_scale = float(np.float32(in_scale * 10 ** rng.uniform(-0.4, 0.2)))
+    y = b.tensor(list(shape), scale=out_scale, zero_point=_rand_zp(rng), name="output")
+    b.op("HARD_SWISH", [x], [y], builtin_options("HardSwishOptionsT"))
+    return b.finish([x], [y])
+
+
+def _binary(
+    op: str,
+    rng: np.random.Generator,
+    *,
+    shape1: Sequence[int] = (1, 4, 4, 3),
+    shape2: Sequence[int] = (1, 4, 4, 3),
+    activation: str = "NONE",
+    const_second: bool = False,
+    dtype: str = "int8",
+) -> bytes:
+    """MUL or SUB with NumPy-style broadcasting."""
+    b = TfliteBuilder()
+    out_shape = list(np.broadcast_shapes(tuple(shape1), tuple(shape2)))
+    s1, s2 = _act_scale(rng, dtype), _act_scale(rng, dtype)
+    x1 = b.tensor(list(shape1), dtype, scale=s1, zero_point=_act_zp(rng, dtype), name="input1")
+    data2 = None
+    if const_second:
+        info = np.iinfo(np.dtype(dtype))
+        data2 = rng.integers(info.min, info.max + 1, size=tuple(shape2)).astype(dtype)
+    x2 = b.tensor(list(shape2), dtype, scale=s2, zero_point=_act_zp(rng, dtype), data=data2, name="input2")
+    qmax = 128.0 if dtype == "int8" else 32768.0
+    if op == "MUL":  # the product spans about (qmax * s1) * (qmax * s2)
+        out_scale = qmax * s1 * s2 * 10 ** rng.uniform(-0.6, 0.3)
+    else:
+        out_scale = (s1 + s2) * 10 ** rng.uniform(-0.2, 0.3)
+    y = b.tensor(out_shape, dtype, scale=float(np.float32(out_scale)), zero_point=_act_zp(rng, dtype), name="output")
+    act = ACTIVATIONS[activation]
+    if op == "MUL":
+        options = builtin_options("MulOptionsT", fusedActivationFunction=act)
+    else:  # the converter's 16x8 SUB says its int16 scales are general, not powers of two
+        options = builtin_options("SubOptionsT", fusedActivationFunction=act, potScaleInt16=dtype != "int16")
+    b.op(op, [x1, x2], [y], options)
+    return b.finish([x1] if const_second else [x1, x2], [y])
+
+
+def _concatenation(
+    rng: np.random.Generator,
+    *,
+    shapes: Sequence[Sequence[int]] = ((1, 4, 4, 3), (1, 4, 4, 5)),
+    axis: int = -1,
+    dtype: str = "int8",
+    const_input: int | None = None,
+) -> bytes:
+    """CONCATENATION; TFLM's int8 kernel copies bytes, so every input shares the output's quantization."""
+    b = TfliteBuilder()
+    rank = len(shapes[0])
+    ax = axis % rank
+    out_shape = list(shapes[0])
+    out_shape[ax] = sum(int(s[ax]) for s in shapes)
+    scale, zp = _act_scale(rng, dtype), _act_zp(rng, dtype)
+    info = np.iinfo(np.dtype(dtype))
+    xs = []
+    for k, shape in enumerate(shapes):
+        data = rng.integers(info.min, info.max + 1, size=tuple(shape)).astype(dtype) if k == const_input else None
+        xs.append(b.tensor(list(shape), dtype, scale=scale, zero_point=zp, data=data, name=f"input{k}"))
+    y = b.tensor(out_shape, dtype, scale=scale, zero_point=zp, name="output")
+    b.op("CONCATENATION", xs, [y], builtin_options("ConcatenationOptionsT", axis=axis))
+    return b.finish([x for k, x in enumerate(xs) if k != const_input], [y])
+
+
+def _quantize(
+    rng: np.random.Generator,
+    *,
+    shape: Sequence[int] = (1, 4, 4, 3),
+    in_dtype: str = "int8",
+    out_dtype: str = "int8",
+    same_scale: bool = False,
+) -> bytes:
+    """QUANTIZE: float32 -> int8/int16, or a requantization between int8/int16 scales and types."""
+    b = TfliteBuilder()
+    if in_dtype == "float32":
+        x = b.tensor(list(shape), "float32", name="input")
+        out_scale = _act_scale(rng, out_dtype)
+    else:
+        in_scale = _act_scale(rng, in_dtype)
+        x = b.tensor(list(shape), in_dtype, scale=in_scale, zero_point=_act_zp(rng, in_dtype), name="input")
+        # The same real range: an int16 output has 2^8 finer steps than an int8 one and vice versa.
+        ratio = {("int8", "int16"): 1 / 256, ("int16", "int8"): 256.0}.get((in_dtype, out_dtype), 1.0)
+        out_scale = in_scale * ratio * (1.0 if same_scale else 10 ** rng.uniform(-0.5, 0.5))
+    y = b.tensor(
+        list(shape), out_dtype, scale=float(np.float32(out_scale)), zero_point=_act_zp(rng, out_dtype), name="output"
+    )
+    b.op("QUANTIZE", [x], [y], builtin_options("QuantizeOptionsT"))
+    return b.finish([x], [y])
+
+
+def _dequantize(rng: np.random.Generator, *, shape: Sequence[int] = (1, 10), in_dtype: str = "int8") -> bytes:
+    """DEQUANTIZE to a float32 graph output."""
+    b = TfliteBuilder()
+    x = b.tensor(
+        list(shape), in_dtype, scale=_act_scale(rng, in_dtype), zero_point=_act_zp(rng, in_dtype), name="input"
+    )
+    y = b.tensor(list(shape), "float32", name="output")
+    b.op("DEQUANTIZE", [x], [y], builtin_options("DequantizeOptionsT"))
+    return b.finish([x], [y])
+
+
+def _relu_like(
+    op: str,
+    rng: np.random.Generator,
+    *,
+    shape: Sequence[int] = (1, 4, 4, 3),
+    dtype: str = "int8",
+    alpha: float = 0.2,
+    same_quant: bool = False,
+) -> bytes:
+    """Standalone RELU, RELU6 or LEAKY_RELU (alpha) with its own output quantization (or the input's)."""
+    b = TfliteBuilder()
+    scale, zp = _act_scale(rng, dtype), _act_zp(rng, dtype)
+    x = b.tensor(list(shape), dtype, scale=scale, zero_point=zp, name="input")
+    if same_quant:
+        out_scale, out_zp = scale, zp
+    else:
+        out_scale, out_zp = float(np.float32(scale * 10 ** rng.uniform(-0.5, 0.2))), _act_zp(rng, dtype)
+    y = b.tensor(list(shape), dtype, scale=out_scale, zero_point=out_zp, name="output")
+    options = builtin_options("LeakyReluOptionsT", alpha=alpha) if op == "LEAKY_RELU" else None
+    b.op(op, [x], [y], options)
+    return b.finish([x], [y])
+
+
 _SINGLE_OP_MAKERS: dict[str, Callable[..., bytes]] = {
     "CONV_2D": lambda rng, **kw: _conv_like("CONV_2D", rng, **kw),
     "DEPTHWISE_CONV_2D": lambda rng, **kw: _conv_like("DEPTHWISE_CONV_2D", rng, **kw),
@@ -319,6 +492,18 @@ _SINGLE_OP_MAKERS: dict[str, Callable[..., bytes]] = {
     "STRIDED_SLICE": _strided_slice,
     "PAD": _pad,
     "RESHAPE": _reshape,
+    "SOFTMAX": lambda rng, **kw: _fixed_output_activation("SOFTMAX", rng, **kw),
+    "LOGISTIC": lambda rng, **kw: _fixed_output_activation("LOGISTIC", rng, **kw),
+    "TANH": lambda rng, **kw: _fixed_output_activation("TANH", rng, **kw),
+    "HARD_SWISH": _hard_swish,
+    "MUL": lambda rng, **kw: _binary("MUL", rng, **kw),
+    "SUB": lambda rng, **kw: _binary("SUB", rng, **kw),
+    "CONCATENATION": _concatenation,
+    "QUANTIZE": _quantize,
+    "DEQUANTIZE": _dequantize,
+    "RELU": lambda rng, **kw: _relu_like("RELU", rng, **kw),
+    "RELU6": lambda rng, **kw: _relu_like("RELU6", rng, **kw),
+    "LEAKY_RELU": lambda rng, **kw: _relu_like("LEAKY_RELU", rng, **kw),
 }
 
 
@@ -326,9 +511,11 @@ def make_single_op_model(op: str, rng: np.random.Generator, **params: Any) -> by
     """A one-operator int8 model with random weights and quantization (drawn from rng).
 
     op is a TFLite builtin name (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D,
-    MEAN, ADD, STRIDED_SLICE, PAD, RESHAPE); params are that maker's keyword arguments (shapes, strides,
-    padding "SAME"/"VALID", activation "NONE"/"RELU"/"RELU6"/"RELU_N1_TO_1", ...; PAD with constant=v
-    gives PADV2).
+    MEAN, ADD, STRIDED_SLICE, PAD, RESHAPE, SOFTMAX, LOGISTIC, TANH, HARD_SWISH, MUL, SUB, CONCATENATION,
+    QUANTIZE, DEQUANTIZE, RELU, RELU6, LEAKY_RELU); params are that maker's keyword arguments
+    (shapes, strides, padding "SAME"/"VALID", activation "NONE"/"RELU"/"RELU6"/"RELU_N1_TO_1", ...; PAD with
+    constant=v gives PADV2; dtype="int16" gives the 16x8 variant of the ops that have one; QUANTIZE takes
+    in_dtype/out_dtype, DEQUANTIZE in_dtype).
     """
     try:
         maker = _SINGLE_OP_MAKERS[op]

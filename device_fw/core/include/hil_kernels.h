@@ -193,4 +193,159 @@ void hil_fully_connected_16x8(const hil_fully_connected_16x8_params_t *p, const 
 void hil_mean_i16(const hil_mean_params_t *p, const int16_t *input, int16_t *output);
 void hil_strided_slice_i16(const hil_strided_slice_params_t *p, const int16_t *input, int16_t *output);
 
+
+/* ---- Activations, elementwise arithmetic, concatenation and (de)quantization -------------------------
+ * Each op below has an int8 kernel and, where TFLM has one, an int16 variant (suffix _i16: int16 tensors
+ * with zero point 0, as the 16x8 scheme writes them) taking the same params. `size` is the element count. */
+
+/* SOFTMAX over the last axis, viewed as [outer][depth]; beta and the input scale are folded into the input
+ * multiplier. int8 (TFLM reference_ops::Softmax): gemmlowp fixed-point exp and reciprocal, the output is
+ * scale 1/256 with zero point -128. int16 (reference_ops::SoftmaxInt16): exp and 1/(1+x) by interpolated
+ * 513-entry lookup tables that the compiler builds as TFLM's Prepare does; output scale 1/32768. */
+typedef struct {
+    int32_t outer, depth;
+    int32_t input_multiplier;
+    int32_t input_left_shift;        /* int8: >= 0 (a left shift); int16: TFLM's signed shift */
+    int32_t diff_min;                /* int8: differences from the row's max below this give exp() = 0 */
+    const int16_t *exp_lut;          /* int16: exp(x) on [-10, 0], Q0.15, 513 entries; int8: NULL */
+    const int16_t *one_over_one_plus_x_lut; /* int16: 1/(1+x) on [0, 1], Q0.15, 513 entries */
+} hil_softmax_params_t;
+
+void hil_softmax(const hil_softmax_params_t *p, const int8_t *input, int8_t *output);
+void hil_softmax_i16(const hil_softmax_params_t *p, const int16_t *input, int16_t *output);
+
+/* LOGISTIC and TANH. int8 (TFLM reference_integer_ops::Logistic / Tanh): inputs within input_range_radius
+ * of the zero point are rescaled to Q4.27 and run through gemmlowp's fixed-point logistic / tanh, the rest
+ * saturate; output scale 1/256, zero point -128 (LOGISTIC) or 1/128, 0 (TANH). int16: TFLM's interpolated
+ * sigmoid table, the input rescaled by input_multiplier / 2^input_left_shift (input_multiplier 0: a
+ * power-of-two input scale); output scale 1/32768. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point;   /* int8 */
+    int32_t input_range_radius; /* int8 */
+    int32_t input_multiplier;
+    int32_t input_left_shift;
+} hil_logistic_params_t;
+
+typedef hil_logistic_params_t hil_tanh_params_t;
+
+void hil_logistic(const hil_logistic_params_t *p, const int8_t *input, int8_t *output);
+void hil_logistic_i16(const hil_logistic_params_t *p, const int16_t *input, int16_t *output);
+void hil_tanh(const hil_tanh_params_t *p, const int8_t *input, int8_t *output);
+void hil_tanh_i16(const hil_tanh_params_t *p, const int16_t *input, int16_t *output);
+
+/* HARD_SWISH, int8 only (TFLM reference_ops::HardSwish): x * relu6(x + 3) / 6 in 16-bit fixed point. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t reluish_multiplier_exponent;
+    int32_t output_multiplier_exponent; /* <= 0 */
+    int16_t reluish_multiplier_fixedpoint_int16;
+    int16_t output_multiplier_fixedpoint_int16;
+} hil_hard_swish_params_t;
+
+void hil_hard_swish(const hil_hard_swish_params_t *p, const int8_t *input, int8_t *output);
+
+/* MUL with broadcasting up to rank 4 (strides as for ADD): (x1 - zp1) * (x2 - zp2) requantized. */
+typedef struct {
+    int32_t dims[4];
+    int32_t input1_strides[4];
+    int32_t input2_strides[4];
+    int32_t input1_offset, input2_offset; /* -zero points */
+    int32_t output_offset;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} hil_mul_params_t;
+
+void hil_mul(const hil_mul_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+void hil_mul_i16(const hil_mul_params_t *p, const int16_t *input1, const int16_t *input2, int16_t *output);
+
+/* SUB: ADD's params and arithmetic with the second input subtracted (left_shift 20 for int8, 15 for int16;
+ * for int16 TFLM runs ADD with input2_multiplier negated at Prepare, which the compiler does too). */
+typedef hil_add_params_t hil_sub_params_t;
+
+void hil_sub(const hil_sub_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+void hil_sub_i16(const hil_sub_params_t *p, const int16_t *input1, const int16_t *input2, int16_t *output);
+
+/* CONCATENATION: inputs and output share one quantization (TFLM), so it copies bytes. The tensors are viewed
+ * as [outer][axis * inner]; for each of the `outer` rows, input k contributes copy_bytes[k] bytes. Any
+ * element type. */
+typedef struct {
+    int32_t outer;
+    int32_t n_inputs;
+    const int32_t *copy_bytes; /* [n_inputs] */
+} hil_concatenation_params_t;
+
+void hil_concatenation(const hil_concatenation_params_t *p, const void *const *inputs, void *output);
+
+/* QUANTIZE between integer types and scales (TFLM reference_ops::Requantize): int8 or int16 in and out. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t multiplier, shift;         /* input scale / output scale */
+    int32_t output_min, output_max;    /* the output type's range */
+    int32_t input_bytes, output_bytes; /* 1: int8, 2: int16 */
+} hil_requantize_params_t;
+
+void hil_requantize(const hil_requantize_params_t *p, const void *input, void *output);
+
+/* QUANTIZE of float32 (a float graph input; TFLM reference_ops::AffineQuantize): round(x / scale) + zero
+ * point, saturated, as int8 or int16. */
+typedef struct {
+    int32_t size;
+    float scale;
+    int32_t zero_point;
+    int32_t output_min, output_max;
+    int32_t output_bytes;
+} hil_quantize_params_t;
+
+void hil_quantize(const hil_quantize_params_t *p, const float *input, void *output);
+
+/* DEQUANTIZE to float32 (TFLM reference_ops::Dequantize): scale * (x - zero point). */
+typedef struct {
+    int32_t size;
+    int32_t zero_point;
+    float scale;
+    int32_t input_bytes;
+} hil_dequantize_params_t;
+
+void hil_dequantize(const hil_dequantize_params_t *p, const void *input, float *output);
+
+/* RELU (TFLM ReluQuantized): requantize to the output scale, clamped at the output's quantized 0. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} hil_relu_params_t;
+
+void hil_relu(const hil_relu_params_t *p, const int8_t *input, int8_t *output);
+void hil_relu_i16(const hil_relu_params_t *p, const int16_t *input, int16_t *output);
+
+/* RELU6 (TFLM Relu6Quantized): a clamp to the input's quantized 0 and 6. Like TFLM, no requantization: the
+ * output keeps the input's values whatever its quantization. */
+typedef struct {
+    int32_t size;
+    int32_t lower, upper;
+} hil_relu6_params_t;
+
+void hil_relu6(const hil_relu6_params_t *p, const int8_t *input, int8_t *output);
+void hil_relu6_i16(const hil_relu6_params_t *p, const int16_t *input, int16_t *output);
+
+/* LEAKY_RELU (TFLM reference_ops::QuantizeLeakyRelu): x >= 0 requantized with input/output scale, x < 0
+ * with alpha * input/output scale. */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point;
+    int32_t output_zero_point;
+    int32_t output_multiplier_identity, output_shift_identity;
+    int32_t output_multiplier_alpha, output_shift_alpha;
+} hil_leaky_relu_params_t;
+
+void hil_leaky_relu(const hil_leaky_relu_params_t *p, const int8_t *input, int8_t *output);
+void hil_leaky_relu_i16(const hil_leaky_relu_params_t *p, const int16_t *input, int16_t *output);
+
 #endif

@@ -13,13 +13,25 @@ from collections.abc import Callable
 from hil.model.lowering.add import lower_add
 from hil.model.lowering.alias import lower_alias
 from hil.model.lowering.common import KernelCall
+from hil.model.lowering.concatenation import lower_concatenation
 from hil.model.lowering.conv_2d import lower_conv_2d
 from hil.model.lowering.depthwise_conv_2d import lower_depthwise_conv_2d
+from hil.model.lowering.dequantize import lower_dequantize
 from hil.model.lowering.fully_connected import lower_fully_connected
+from hil.model.lowering.hard_swish import lower_hard_swish
+from hil.model.lowering.leaky_relu import lower_leaky_relu
+from hil.model.lowering.logistic import lower_logistic
 from hil.model.lowering.mean import lower_mean
+from hil.model.lowering.mul import lower_mul
 from hil.model.lowering.pad import lower_pad
 from hil.model.lowering.pool_2d import lower_pool_2d
+from hil.model.lowering.quantize import lower_quantize
+from hil.model.lowering.relu import lower_relu
+from hil.model.lowering.relu6 import lower_relu6
+from hil.model.lowering.softmax import lower_softmax
 from hil.model.lowering.strided_slice import lower_strided_slice
+from hil.model.lowering.sub import lower_sub
+from hil.model.lowering.tanh import lower_tanh
 from hil.model.tflite_reader import Graph, Operator
 
 __all__ = ["LOWERINGS", "SUPPORTED_OPS"]
@@ -38,6 +50,18 @@ LOWERINGS: dict[str, Callable[[Graph, Operator, str], KernelCall]] = {
     "RESHAPE": lower_alias,
     "SQUEEZE": lower_alias,
     "EXPAND_DIMS": lower_alias,
+    "SOFTMAX": lower_softmax,
+    "LOGISTIC": lower_logistic,
+    "TANH": lower_tanh,
+    "HARD_SWISH": lower_hard_swish,
+    "MUL": lower_mul,
+    "SUB": lower_sub,
+    "CONCATENATION": lower_concatenation,
+    "QUANTIZE": lower_quantize,
+    "DEQUANTIZE": lower_dequantize,
+    "RELU": lower_relu,
+    "RELU6": lower_relu6,
+    "LEAKY_RELU": lower_leaky_relu,
 }
 
 SUPPORTED_OPS = tuple(sorted(LOWERINGS))

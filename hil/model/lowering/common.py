@@ -51,8 +51,10 @@ class KernelCall:
     opcode: str
     kernel: str | None  # C function, None for an alias (no code, shared bytes)
     params_type: str | None
-    params: dict[str, Any]  # field -> int, list[int] (C array) or str (symbol or NULL)
-    args: list[int | str]  # arena tensor indices or const array symbols, in kernel argument order
+    params: dict[str, Any]  # field -> int, float (C float), list[int] (C array) or str (symbol or NULL)
+    # arena tensor indices or const array symbols, in kernel argument order; a list is one argument, an array of
+    # pointers (CONCATENATION's inputs)
+    args: list[int | str | list[int | str]]
     outputs: list[int]
     consts: list[ConstArray] = field(default_factory=list)
     macs: int = 0
@@ -210,7 +212,7 @@ def call(
     kernel: str,
     params_type: str,
     params: dict[str, Any],
-    args: list[int | str],
+    args: list[int | str | list[int | str]],
     out: Tensor,
     graph: Graph,
     summary: str,
