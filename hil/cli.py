@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hil import paths
+from hil.bench.offload import add_offload_subparser
+from hil.cli_bench import add_bench_parser
 from hil.cli_flash import add_flash_parsers
 from hil.cli_rom_loader import add_rom_loader_parser
 from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers, exit_code_for
@@ -88,10 +90,17 @@ def cmd_check(args: argparse.Namespace) -> int:
                 run.image(index, ok)
                 shown.advance(count=not ok)
 
-            result = run_check(dut, reference, inputs, args.images, on_image=on_image)
+            result = run_check(dut, reference, inputs, args.images, on_image=on_image,
+                               full_outputs=getattr(args, "full_outputs", False))
+        if result.fallback:
+            console.print(f"[yellow]{result.fallback}[/]")
         for m in result.mismatches[:10]:
+            values = ", ".join(f"[{i}] device {g} reference {w}" for i, g, w in m.examples)
             console.print(f"[red]image {m.image} output {m.output}: {m.differing_values} values differ "
-                          f"(max |diff| {m.max_abs_diff})[/]")
+                          f"(max |diff| {m.max_abs_diff}){': ' + values if values else ''}{m.note}[/]")
+        console.print(f"{result.mode} mode: {result.wire_bytes_per_image:,.0f} bytes on the wire per inference "
+                      f"(inputs {result.input_bytes:,}), {result.images / max(result.wall_s, 1e-9):,.1f} images/s"
+                      + (f", outputs read back for {result.readbacks} mismatched images" if result.readbacks else ""))
         run.artifact(write_report(result, run.run_dir), "hil check's per-image results")
         for m in check_measurements(result):
             run.measurement(m)
@@ -150,6 +159,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("cycle counter", f"{info.clock_hz / 1e6:g} MHz" + (", deterministic" if info.cycles_deterministic
                                                                  else "")),
             ("max request", f"{info.rx_max:,} bytes"),
+            ("kernels", info.kernels or "not reported (firmware without the INFO kernels field)"),
         ]
         for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
             for i, t in enumerate(tensors):
@@ -178,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=200, help="number of inputs to run")
     p.add_argument("--inputs", type=Path, help=".npy/.npz of int8 tensors or uint8 images (default: random)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--full-outputs", action="store_true", help="read every output back (INFER) instead of comparing "
+                   "a CRC-32 per output (INFER_DIGEST, the default; outputs are read back only on a mismatch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
@@ -216,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parsers(sub)  # hil run, report, compare, runs, history: hil/cli_runs.py
     add_rom_loader_parser(sub)  # hil rom-loader: the emulated ESP32-S3 ROM serial loader (hil/rom_loader/)
     add_flash_parsers(sub)  # hil flash: esptool writes a build to a board or an emulated device (hil/cli_flash.py)
+    add_offload_subparser(add_bench_parser(sub))  # hil bench runtime|harness (hil/cli_bench.py) and offload
     return parser
 
 

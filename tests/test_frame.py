@@ -185,3 +185,16 @@ def test_error_reply_and_names():
 
 def test_latency_uses_clock_hz():
     assert InferResult([], cycles=80_000, time_us=0, clock_hz=40_000_000).latency_s == pytest.approx(0.002)
+
+
+def test_info_kernels_field_round_trips_and_is_optional():
+    from dataclasses import replace
+
+    from hil.transport.frame import INFO_FLAG_KERNELS, DeviceInfo, TensorSpec, encode_info, parse_info
+
+    t = TensorSpec(dtype=np.dtype(np.int8), shape=(1, 4), zero_point=-128, scale=0.5, size=4)
+    info = DeviceInfo(1, INFO_FLAG_KERNELS, "0.1.0", "b", "esp32s3", "m", "ab" * 32, 64, 240_000_000, 32768,
+                      [t], [t], kernels="kernels esp-nn 1.1.2")
+    assert parse_info(encode_info(info)).kernels == "kernels esp-nn 1.1.2"
+    old = replace(info, flags=0, kernels="")  # firmware without the field: no trailing bytes, no kernels
+    assert parse_info(encode_info(old)).kernels == ""

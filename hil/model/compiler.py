@@ -14,6 +14,14 @@ UnsupportedModelError naming the operator or tensor and what to change. The per-
 hil.model.lowering, one module per op family (mirroring device_fw/core/kernels/); this module plans the arena
 and writes the files.
 
+By default every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED that a specialised kernel can run exactly also
+gets that kernel's call (hil.model.lowering.fast: the input zero point folded into the bias, weights packed for
+the loop, 1x1 convolution as a matrix product, unrolled 3x3 depthwise), which hil_model.c runs unless built
+with HIL_USE_ESP_NN; `specialise=False` keeps the generic kernels only (the "before" of `hil bench runtime`).
+The arena plan lets later tensors take a graph input's bytes after its last reader and runs elementwise ops
+and slices in place (planner.py); `preserve_inputs=True` keeps the inputs intact (model.json
+`input_preserved`).
+
 Graph inputs and outputs are int8 or int16 tensors; a float32 graph input that only feeds QUANTIZE ops and a
 float32 graph output written by DEQUANTIZE (the converter's float I/O) are compiled too, with dtype "float32"
 in model.json. The device protocol has no float32 tensors (device_fw/PROTOCOL.md), so such a model runs
@@ -33,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from hil.model.lowering import LOWERINGS, SUPPORTED_OPS
+from hil.model.lowering import fast as fast_kernels
 from hil.model.lowering.common import ACTIVATION_DTYPES, ConstArray, KernelCall
 from hil.model.planner import ArenaPlan, plan_arena
 from hil.model.tflite_reader import Graph, Operator, Tensor, UnsupportedModelError, read_tflite
@@ -74,6 +83,7 @@ class OpSummary:
     outputs: list[list[int]]
     macs: int
     summary: str
+    specialised_kernel: str | None = None  # what a default build calls; None: the generic kernel
 
 
 @dataclass
@@ -84,10 +94,23 @@ class LoweredModel:
     inputs: list[TensorSummary]
     outputs: list[TensorSummary]
     folded: list[Operator] = field(default_factory=list)  # operators evaluated at compile time
+    specialised: bool = True
+    preserve_inputs: bool = False
+
+    def runs(self, call: KernelCall) -> KernelCall:
+        """The call a default build runs: the specialised one where there is one."""
+        return call.fast if call.fast is not None else call
 
     @property
     def weights_bytes(self) -> int:
-        return sum(c.nbytes for call in self.calls for c in call.consts)
+        """Constant data (weights, biases, requantization parameters, tables) of a default build."""
+        return sum(c.nbytes for call in self.calls for c in self.runs(call).consts)
+
+    @property
+    def code_bytes_estimate(self) -> int:
+        from hil.model.codegen import code_bytes_estimate
+
+        return code_bytes_estimate(self)
 
     @property
     def macs(self) -> int:
@@ -106,6 +129,9 @@ class CompiledModel:
     outputs: list[TensorSummary]
     c_path: Path | None = None
     json_path: Path | None = None
+    input_preserved: bool = False
+    specialised: bool = True
+    code_bytes_estimate: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +140,16 @@ class CompiledModel:
             "arena_bytes": self.arena_bytes,
             "weights_bytes": self.weights_bytes,
             "macs": self.macs,
+            # Whether an inference leaves its input tensors intact; false: INFER again only after LOAD_INPUT.
+            "input_preserved": self.input_preserved,
+            "specialised": self.specialised,
+            # Flash of a default build: constant data (= weights_bytes) and the code, estimated from the
+            # lx106 sizes of the kernels it calls (hil/model/codegen.py, KERNEL_CODE_BYTES).
+            "flash": {
+                "constant_bytes": self.weights_bytes,
+                "code_bytes_estimate": self.code_bytes_estimate,
+                "total_bytes_estimate": self.weights_bytes + self.code_bytes_estimate,
+            },
             "inputs": [asdict(t) for t in self.inputs],
             "outputs": [asdict(t) for t in self.outputs],
             "ops": [asdict(o) for o in self.ops],
@@ -309,9 +345,51 @@ def tensor_args(call: KernelCall) -> list[int]:
     return out
 
 
-def lower_graph(graph: Graph) -> LoweredModel:
-    """Folds shape arithmetic, lowers every operator, plans the arena and describes the graph's inputs and
-    outputs."""
+# Ops whose kernel reads each element before it writes the same position (elementwise, in order) or, for a
+# slice, writes each row at or before the place it reads it from: their output may take an input's bytes.
+IN_PLACE_OPS = (
+    "RELU",
+    "RELU6",
+    "LEAKY_RELU",
+    "LOGISTIC",
+    "TANH",
+    "HARD_SWISH",
+    "QUANTIZE",
+    "ADD",
+    "SUB",
+    "MUL",
+    "STRIDED_SLICE",
+)
+# Scratch buffers get planner ids above every tensor index.
+SCRATCH_ID_BASE = 1 << 24
+
+
+def in_place_candidates(graph: Graph, call: KernelCall) -> list[int]:
+    """The arena inputs of a call whose bytes its output may take (same element type, and for elementwise ops
+    the output's size: no broadcasting of that input)."""
+    if call.opcode not in IN_PLACE_OPS or call.kernel is None:
+        return []
+    out = graph.tensors[call.outputs[0]]
+    found = []
+    for a in call.args:
+        if not isinstance(a, int) or a in found:
+            continue
+        t = graph.tensors[a]
+        if t.dtype != out.dtype or t.dtype not in ACTIVATION_DTYPES:
+            continue
+        if call.opcode != "STRIDED_SLICE" and t.size != out.size:
+            continue
+        found.append(a)
+    return found
+
+
+def scratch_id(call: KernelCall) -> int:
+    return SCRATCH_ID_BASE + call.op_index
+
+
+def lower_graph(graph: Graph, *, specialise: bool = True, preserve_inputs: bool = False) -> LoweredModel:
+    """Folds shape arithmetic, lowers every operator (and, with `specialise`, finds its specialised kernel),
+    plans the arena and describes the graph's inputs and outputs."""
     for role, indices in (("input", graph.inputs), ("output", graph.outputs)):
         for i in indices:
             _check_io_dtype(graph, i, role)
@@ -325,7 +403,10 @@ def lower_graph(graph: Graph) -> LoweredModel:
                 f"{', '.join(SUPPORTED_OPS)} (and shape arithmetic on constants: {', '.join(FOLDABLE_OPS)}). "
                 "Remove the op from the model or add a kernel in device_fw/core/kernels/"
             )
-        calls.append(lower(graph, op, f"op{op.index}"))
+        call = lower(graph, op, f"op{op.index}")
+        if specialise and call.kernel is not None:
+            call.fast = fast_kernels.specialise(call)
+        calls.append(call)
 
     arena_tensors: set[int] = set(graph.inputs) | set(graph.outputs)
     for call in calls:
@@ -337,13 +418,38 @@ def lower_graph(graph: Graph) -> LoweredModel:
                 f"{graph.tensors[t].describe()} is a constant used where the kernels expect an activation"
             )
     sizes = {t: graph.tensors[t].nbytes for t in arena_tensors}
-    steps = [(tensor_args(c), c.outputs) for c in calls if c.kernel is not None]
+    kernel_calls = [c for c in calls if c.kernel is not None]
+    steps = [(tensor_args(c), c.outputs) for c in kernel_calls]
     aliases = [(c.args[0], c.outputs[0]) for c in calls if c.kernel is None]
+    in_place = [(i, t, c.outputs[0]) for i, c in enumerate(kernel_calls) for t in in_place_candidates(graph, c)]
+    scratch: dict[int, int] = {}
+    for i, c in enumerate(kernel_calls):
+        if c.fast is not None and c.fast.scratch_bytes:
+            sizes[scratch_id(c)] = c.fast.scratch_bytes
+            scratch[scratch_id(c)] = i
     # Aliases have no step of their own: the planner gives each alias group the union of its lifetimes.
-    plan = plan_arena(sizes, steps, list(graph.inputs), list(graph.outputs), aliases)
+    plan = plan_arena(
+        sizes,
+        steps,
+        list(graph.inputs),
+        list(graph.outputs),
+        aliases,
+        preserve_inputs=preserve_inputs,
+        in_place=in_place,
+        scratch=scratch,
+    )
     inputs = [_io_summary(graph, i, plan, "input") for i in graph.inputs]
     outputs = [_io_summary(graph, i, plan, "output") for i in graph.outputs]
-    return LoweredModel(graph=graph, calls=calls, plan=plan, inputs=inputs, outputs=outputs, folded=folded)
+    return LoweredModel(
+        graph=graph,
+        calls=calls,
+        plan=plan,
+        inputs=inputs,
+        outputs=outputs,
+        folded=folded,
+        specialised=specialise,
+        preserve_inputs=preserve_inputs,
+    )
 
 
 def json_text(obj: Any) -> str:
@@ -357,10 +463,18 @@ def json_text(obj: Any) -> str:
     return text + "\n"
 
 
-def compile_tflite(tflite: Path | bytes, out_dir: Path, name: str | None = None) -> CompiledModel:
+def compile_tflite(
+    tflite: Path | bytes,
+    out_dir: Path,
+    name: str | None = None,
+    *,
+    specialise: bool = True,
+    preserve_inputs: bool = False,
+) -> CompiledModel:
     """Compiles an int8 (or 16x8) .tflite into out_dir/hil_model.c and out_dir/model.json.
 
-    name defaults to the .tflite's file stem (or "model" for bytes). Raises UnsupportedModelError for ops,
+    name defaults to the .tflite's file stem (or "model" for bytes). `specialise=False`: generic kernels only.
+    `preserve_inputs=True`: the arena never reuses a graph input's bytes. Raises UnsupportedModelError for ops,
     tensor types or options the kernel core does not support.
     """
     from hil.model import codegen
@@ -374,7 +488,7 @@ def compile_tflite(tflite: Path | bytes, out_dir: Path, name: str | None = None)
         default_name = path.stem
     name = name or default_name
     sha256 = hashlib.sha256(data).hexdigest()
-    lowered = lower_graph(read_tflite(data))
+    lowered = lower_graph(read_tflite(data), specialise=specialise, preserve_inputs=preserve_inputs)
     source = codegen.generate_c(lowered, name=name, sha256=sha256)
 
     out_dir = Path(out_dir)
@@ -388,6 +502,7 @@ def compile_tflite(tflite: Path | bytes, out_dir: Path, name: str | None = None)
             outputs=c.output_shapes,
             macs=c.macs,
             summary=c.summary,
+            specialised_kernel=c.fast.kernel if c.fast is not None else None,
         )
         for c in lowered.calls
     ]
@@ -402,6 +517,9 @@ def compile_tflite(tflite: Path | bytes, out_dir: Path, name: str | None = None)
         outputs=lowered.outputs,
         c_path=out_dir / "hil_model.c",
         json_path=out_dir / "model.json",
+        input_preserved=lowered.plan.inputs_preserved,
+        specialised=specialise,
+        code_bytes_estimate=lowered.code_bytes_estimate,
     )
     compiled.c_path.write_text(source)
     # model.json last: its presence marks a complete model directory (see hil.model.artifacts).

@@ -88,7 +88,7 @@ class RunRecorder:
             "device", target=target, build_id=info.build_id, firmware_version=info.firmware_version,
             protocol_version=info.protocol_version, port=info.port, model_name=info.model_name,
             model_sha256=info.model_sha256, arena_bytes=info.arena_bytes, clock_hz=info.clock_hz,
-            cycles_deterministic=info.cycles_deterministic,
+            cycles_deterministic=info.cycles_deterministic, kernels=info.kernels,
             firmware_path=str(firmware) if firmware else None,
             firmware_sha256=file_sha256(firmware) if firmware and Path(firmware).is_file() else None,
             flash_image_sha256=file_sha256(flash_image) if flash_image else None,

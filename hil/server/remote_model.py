@@ -7,8 +7,15 @@ A model directory (models/README.md, "An AgileNN export") needs three files here
   `payload.values` (checked to be H x W x (C - k));
 - remote.keras: the Remote NN, input the dequantized remote channels NHWC, output logits.
 
+A baseline export (models/README.md, "A baseline export") with a server part is served the same way
+(`read_baseline_spec`): baseline.json and server.keras, the codes being the device's bytes, each mapped to the
+value server.keras takes: partition: int8 feature q as code q + 128 (8 bits), value scale * (q - zero_point);
+encoder: baseline.json's int8 -> code table and centroids; edge-only: the uint8 image byte u as code u (8 bits),
+value u / 255. Its model id is the sha256 of model.tflite, or of server.keras for edge-only (no device model).
+
 `read_spec` is TensorFlow-free (the plugin uses it to decide whether a directory can be served);
-`RemoteModel.load` imports Keras.
+`RemoteModel.load` imports Keras. `has_remote_model` / `missing_files` name AgileNN exports only (what `hil serve`
+serves by default and the plugin's `remote_model` fixture runs); `RemoteModel.load` also takes a baseline.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class RemoteSpec:
     bits: int
     input_shape: tuple[int, int, int]  # H, W, remote channels
     alpha: float | None
+    model_file: str = "remote.keras"  # the Keras model in `directory`: server.keras for a baseline
+    kind: str = "agilenn"  # or the baseline kind: partition, encoder, edge_only
 
     @property
     def n_values(self) -> int:
@@ -102,6 +111,57 @@ def read_spec(model_dir: Path | str) -> RemoteSpec:
     )
 
 
+BASELINE_FILES = ("baseline.json", "server.keras")
+BASELINE_KINDS = ("partition", "encoder", "edge_only")
+
+
+def read_baseline_spec(model_dir: Path | str, model_id: str | None = None) -> RemoteSpec:
+    """The server side of a baseline export (partition, encoder, edge_only; see the module docstring).
+    `model_id`: the hex sha256 a client must name (default: model.tflite's, or server.keras's for edge-only)."""
+    model_dir = Path(model_dir)
+    missing = [f for f in BASELINE_FILES if not (model_dir / f).is_file()]
+    if missing:
+        raise RemoteModelError(f"{model_dir} has no server part (lacks {', '.join(missing)})")
+    try:
+        meta = json.loads((model_dir / "baseline.json").read_text())
+        kind = str(meta["kind"])
+        if kind not in BASELINE_KINDS:
+            raise RemoteModelError(f"{model_dir}: baseline kind {kind!r} has no server part to serve")
+        if kind == "edge_only":
+            size = [int(d) for d in meta["input"]["shape"][1:]] if "shape" in meta["input"] else \
+                [int(d) for d in meta["input"]["size"]]
+            shape = tuple(size)
+            bits = 8
+            # The server's input is the image as float32 u / 255, exactly as the exporter evaluated it.
+            centroids = tuple(float(v) for v in np.arange(256, dtype=np.float32) / np.float32(255.0))
+        else:
+            out = meta["outputs"][0]
+            shape = tuple(int(d) for d in out["shape"][1:])
+            if kind == "partition":
+                bits = 8
+                q = np.arange(-128, 128, dtype=np.int32)
+                centroids = tuple(float(v) for v in np.float32(out["scale"]) *
+                                  (q - int(out["zero_point"])).astype(np.float32))
+            else:
+                bits = int(meta["payload"]["bits_per_value"])
+                centroids = tuple(float(c) for c in meta["centroids"])
+        source = model_dir / ("server.keras" if kind == "edge_only" else "model.tflite")
+        sha = model_id or hashlib.sha256(source.read_bytes()).hexdigest()
+    except RemoteModelError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise RemoteModelError(f"{model_dir / 'baseline.json'}: {type(exc).__name__}: {exc}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise RemoteModelError(f"{model_dir}: the server input {shape} is not H, W, C")
+    if not 1 <= len(centroids) <= 2**bits:
+        raise RemoteModelError(f"{model_dir}: {len(centroids)} values do not fit {bits}-bit codes")
+    return RemoteSpec(
+        name=str(meta.get("name") or model_dir.name), directory=model_dir, sha256=sha, centroids=centroids,
+        bits=bits, input_shape=shape,  # type: ignore[arg-type]  # length checked above
+        alpha=None, model_file="server.keras", kind=kind,
+    )
+
+
 class RemoteModel:
     """One loaded Remote NN. `run()` is thread-safe: a lock serializes the model calls (a Keras model is one set
     of variables and one traced function; concurrent calls gain nothing on the CPU and risk re-tracing), and a
@@ -116,15 +176,15 @@ class RemoteModel:
         inputs = tuple(model.inputs)
         outputs = tuple(model.outputs)
         if len(inputs) != 1 or len(outputs) != 1:
-            raise RemoteModelError(f"{spec.directory / 'remote.keras'}: expected one input and one output, "
+            raise RemoteModelError(f"{spec.directory / spec.model_file}: expected one input and one output, "
                                    f"got {len(inputs)} and {len(outputs)}")
         keras_shape = tuple(inputs[0].shape[1:])
         if keras_shape != spec.input_shape:
-            raise RemoteModelError(f"{spec.directory / 'remote.keras'} takes {keras_shape}, agilenn.json says "
+            raise RemoteModelError(f"{spec.directory / spec.model_file} takes {keras_shape}, its export says "
                                    f"{spec.input_shape}")
         out_shape = tuple(outputs[0].shape[1:])
         if len(out_shape) != 1 or out_shape[0] is None:
-            raise RemoteModelError(f"{spec.directory / 'remote.keras'}: output {out_shape} is not (classes,)")
+            raise RemoteModelError(f"{spec.directory / spec.model_file}: output {out_shape} is not (classes,)")
         self.classes = int(out_shape[0])
         # Warm up once: the first call traces the predict function (hundreds of ms), which must not land on the
         # first client's request or its server_us.
@@ -132,16 +192,22 @@ class RemoteModel:
         logits, _ = self.run(np.zeros(spec.n_values, np.uint8))
         self.warmup_s = time.perf_counter() - start
         if not np.all(np.isfinite(logits)):
-            raise RemoteModelError(f"{spec.directory / 'remote.keras'} gives non-finite logits on the warm-up input")
+            raise RemoteModelError(f"{spec.directory / spec.model_file} gives non-finite logits on the warm-up input")
 
     @classmethod
-    def load(cls, model_dir: Path | str, wait_s: float = 30.0) -> RemoteModel:
-        spec = read_spec(model_dir)
+    def load(cls, model_dir: Path | str, wait_s: float = 30.0, *, model_id: str | None = None) -> RemoteModel:
+        """An AgileNN export's Remote NN, or a baseline export's server part (read_baseline_spec; `model_id`
+        overrides its id)."""
+        model_dir = Path(model_dir)
+        if not (model_dir / "agilenn.json").is_file() and (model_dir / "baseline.json").is_file():
+            spec = read_baseline_spec(model_dir, model_id)
+        else:
+            spec = read_spec(model_dir)
         import keras
 
         with contextlib.suppress(ImportError):  # registers the project's custom layers, should an export use one
             import hil.train.layers  # noqa: F401
-        model = keras.models.load_model(spec.directory / "remote.keras", compile=False)
+        model = keras.models.load_model(spec.directory / spec.model_file, compile=False)
         remote = cls(spec, model, wait_s)
         log.info("loaded %s (sha256 %s): input %s, %d classes, warm-up %.3f s", spec.name, spec.sha256[:16],
                  spec.input_shape, remote.classes, remote.warmup_s)

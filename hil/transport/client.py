@@ -5,6 +5,10 @@ earlier request, an error about a frame the host no longer cares about) is disca
 reply times out, comes back with a bad CRC, or is answered by ERROR BAD_CRC is resent with the same `seq`,
 up to `retries` times: every request is idempotent on the device, so a repeat is harmless.
 
+A request can also be sent now and awaited later (`start_infer_digest()`, `start_infer()`: `.wait()`), so the host
+works, e.g. runs the reference, while the device computes; LOAD_INPUT chunks are pipelined, two on the wire at a
+time (PROTOCOL.md "Pipelining"). `link.tx_bytes` / `link.rx_bytes` count the traffic.
+
 A receiver thread reads the link all the time, also between requests: frames go to the requests, every other
 byte to the device's console (`client.console`, hil.transport.console), stamped with its arrival time. A crash in
 the console (an ESP-IDF panic report, an unexpected reset, a boot loop) ends the request waiting for a reply at
@@ -18,7 +22,8 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -29,6 +34,7 @@ from hil.transport.frame import (
     MAX_READ_CHUNK,
     CorruptFrame,
     DeviceInfo,
+    DigestResult,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -38,6 +44,7 @@ from hil.transport.frame import (
     ProtocolError,
     encode_frame,
     error_name,
+    parse_digest_reply,
     parse_error,
     parse_infer_reply,
     parse_info,
@@ -54,6 +61,54 @@ log = logging.getLogger("hil.transport")
 # short, and must never cut a good reply whose sender (an emulator on a busy machine) was descheduled.
 HOST_RX_GAP_S = 1.0
 MAX_QUEUED_EVENTS = 4096  # frames nobody waits for (stale replies); the oldest go first
+# LOAD_INPUT frames on the wire before the first reply (PROTOCOL.md "Pipelining"): one being answered (a copy into
+# the arena), the next arriving meanwhile.
+PIPELINE_DEPTH = 2
+
+T = TypeVar("T")
+
+
+class _Outstanding:
+    """A request on the wire: its frame (resent as it is), the reply deadline of the last attempt."""
+
+    __slots__ = ("type", "seq", "raw", "limit", "payload_bytes", "attempts", "deadline")
+
+    def __init__(self, type_: int, seq: int, raw: bytes, limit: float, payload_bytes: int) -> None:
+        self.type = type_
+        self.seq = seq
+        self.raw = raw
+        self.limit = limit
+        self.payload_bytes = payload_bytes
+        self.attempts = 0
+        self.deadline = 0.0
+
+    @property
+    def what(self) -> str:
+        return f"{type_name(self.type)} seq={self.seq}"
+
+
+class PendingReply(Generic[T]):
+    """A request that was sent and whose reply is not awaited yet: `wait()` waits (resending as `request()` does)
+    and returns the parsed result, once."""
+
+    def __init__(self, finish: Callable[[], T]) -> None:
+        self._finish: Callable[[], T] | None = finish
+
+    def wait(self) -> T:
+        if self._finish is None:
+            raise RuntimeError("wait() was already called for this request")
+        finish, self._finish = self._finish, None
+        return finish()
+
+
+# The firmware's answer (BAD_REQUEST) to INFER, INFER_OFFLOAD or a payload-less INFER_DIGEST after an inference
+# that overwrote its input tensors (model.json input_preserved false; device_fw/core/src/app.c): the client then
+# loads the inputs it was last given again and repeats the request once.
+INPUT_CONSUMED_MESSAGE = "input overwritten"
+
+
+class DigestUnsupported(ProtocolError):
+    """The device's firmware predates INFER_DIGEST (its INFO lacks the digest flag)."""
 
 
 class DeviceCrashed(LinkError):
@@ -104,6 +159,8 @@ class DeviceClient:
         self.infer_timeout = infer_timeout
         self.info: DeviceInfo | None = None
         self.resends = 0  # total resends so far, for tests and logs
+        self.requests = 0  # requests sent so far (first attempts; resends are counted in `resends`)
+        self._loaded: dict[int, np.ndarray] = {}  # the inputs last loaded, for a model that overwrites them
         self.console = console if console is not None else Console(link.name)
         self.gap_s = gap_s
         self._rx_time = 0.0  # time.time() of the read being decoded: the console's timestamps
@@ -204,49 +261,76 @@ class DeviceClient:
     def request(self, type: int, payload: bytes = b"", *, timeout: float | None = None) -> Frame:
         """Sends one request and returns its reply frame (type | 0x80). Raises DeviceError on ERROR,
         LinkTimeout when no reply came after all retries."""
+        return self._finish(self._start(type, payload, timeout))
+
+    def _start(self, type_: int, payload: bytes, timeout: float | None) -> _Outstanding:
+        """Sends a request (first attempt) without waiting for its reply; `_finish()` waits and resends."""
         limit = self.timeout if timeout is None else timeout
         seq = self.next_seq()
-        raw = encode_frame(type, seq, payload)
-        what = f"{type_name(type)} seq={seq}"
-        reason, timed_out = "", False
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.resends += 1
-            self.link.write(raw)
-            log.debug("%s: sent %s, %d payload bytes (attempt %d)", self.link.name, what, len(payload), attempt + 1)
-            outcome = self._await_reply(type, seq, limit)
+        out = _Outstanding(type_, seq, encode_frame(type_, seq, payload), limit, len(payload))
+        self.requests += 1
+        self._send(out)
+        return out
+
+    def _send(self, out: _Outstanding) -> None:
+        if out.attempts:
+            self.resends += 1
+        out.attempts += 1
+        out.deadline = time.monotonic() + out.limit  # the reply wait counts from the write, not from the wait
+        self.link.write(out.raw)
+        log.debug("%s: sent %s, %d payload bytes (attempt %d)", self.link.name, out.what, out.payload_bytes,
+                  out.attempts)
+
+    def _finish(self, out: _Outstanding, stash: dict[int, Frame | CorruptFrame | None] | None = None) -> Frame:
+        """Waits for the reply of `out`, resending up to `retries` times. `stash` (pipelining) has a key for every
+        request still outstanding: an event for one of them is kept there instead of discarded, and found there
+        by its own wait."""
+        while True:
+            outcome = self._await_reply(out.type, out.seq, out.deadline, out.limit, stash)
             if isinstance(outcome, Frame):
                 return outcome
             reason, timed_out = outcome
-            log.info(
-                "%s: %s: %s; %s",
-                self.link.name,
-                what,
-                reason,
-                "resending" if attempt < self.retries else "giving up",
-            )
-        error = LinkTimeout if timed_out else LinkError
-        raise error(
-            self.link.explain(
-                f"{self.link.name}: {what}: {reason} (after {self.retries + 1} attempts, {limit:g} s each)"
-            )
-        )
+            last = out.attempts > self.retries
+            log.info("%s: %s: %s; %s", self.link.name, out.what, reason, "giving up" if last else "resending")
+            if last:
+                error = LinkTimeout if timed_out else LinkError
+                raise error(
+                    self.link.explain(
+                        f"{self.link.name}: {out.what}: {reason} (after {out.attempts} attempts, {out.limit:g} s "
+                        f"each)"
+                    )
+                )
+            self._send(out)
 
-    def _await_reply(self, type_: int, seq: int, limit: float) -> Frame | tuple[str, bool]:
+    def _await_reply(
+        self,
+        type_: int,
+        seq: int,
+        deadline: float,
+        limit: float,
+        stash: dict[int, Frame | CorruptFrame | None] | None = None,
+    ) -> Frame | tuple[str, bool]:
         """The reply frame, or why to resend and whether that was a timeout."""
-        deadline = time.monotonic() + limit
         expecting = f"the {type_name(type_)} reply seq={seq}"
         while True:
-            try:
-                event = self.read_event(max(deadline - time.monotonic(), 0.0), expecting)
-            except DeviceCrashed:
-                raise
-            except LinkTimeout as exc:
-                said = str(exc).partition("; meanwhile the device printed")[1:]
-                return f"no reply within {limit:g} s" + "".join(said), True
-            if event.seq != seq:
-                log.debug("%s: discarded stale %s seq=%d", self.link.name, event, event.seq)
-                continue
+            stashed = stash.get(seq) if stash is not None else None
+            if stashed is not None:
+                event, stash[seq] = stashed, None
+            else:
+                try:
+                    event = self.read_event(max(deadline - time.monotonic(), 0.0), expecting)
+                except DeviceCrashed:
+                    raise
+                except LinkTimeout as exc:
+                    said = str(exc).partition("; meanwhile the device printed")[1:]
+                    return f"no reply within {limit:g} s" + "".join(said), True
+                if event.seq != seq:
+                    if stash is not None and event.seq in stash:
+                        if not isinstance(stash[event.seq], Frame):  # a good frame is never replaced
+                            stash[event.seq] = event  # another outstanding request's: its wait takes it
+                    else:
+                        log.debug("%s: discarded stale %s seq=%d", self.link.name, event, event.seq)
+                    continue
             if isinstance(event, CorruptFrame):
                 return f"reply was corrupt ({event.reason})", False
             if event.type == FrameType.ERROR:
@@ -274,22 +358,69 @@ class DeviceClient:
     def _require_info(self) -> DeviceInfo:
         return self.info if self.info is not None else self.hello()
 
-    def load_input(self, index: int, array: np.ndarray) -> None:
-        """Writes input tensor `index` in chunks that fit the device's rx_max."""
+    def load_input(
+        self, index: int, array: np.ndarray, *, max_chunk: int | None = None, window: int = PIPELINE_DEPTH
+    ) -> None:
+        """Writes input tensor `index` in as few LOAD_INPUT frames as the device's rx_max allows (`max_chunk`: at
+        most that many data bytes per frame), with up to `window` of them on the wire before the first reply
+        (PROTOCOL.md "Pipelining"; 1: stop-and-wait). Returns once the device acknowledged every chunk."""
         info = self._require_info()
         if not 0 <= index < len(info.inputs):
             raise InputMismatch(f"input index {index} out of range: the model has {len(info.inputs)} inputs")
         data = self._check_input(index, array).tobytes()
         chunk = info.rx_max - LOAD_HEADER_SIZE
-        for offset in range(0, len(data), chunk):
-            part = data[offset : offset + chunk]
-            reply = self.request(FrameType.LOAD_INPUT, struct.pack("<BI", index, offset) + part)
+        if max_chunk is not None:
+            chunk = max(1, min(chunk, max_chunk))
+        parts = [(offset, data[offset : offset + chunk]) for offset in range(0, len(data), chunk)]
+        replies = self._pipeline(
+            FrameType.LOAD_INPUT, [struct.pack("<BI", index, offset) + part for offset, part in parts], window
+        )
+        for (offset, part), reply in zip(parts, replies, strict=True):
             got_index, got_offset, written = struct.unpack("<BII", reply.payload)
             if (got_index, got_offset, written) != (index, offset, len(part)):
                 raise ProtocolError(
                     f"{self.link.name}: LOAD_INPUT reply ({got_index}, {got_offset}, {written}) "
                     f"does not match the request ({index}, {offset}, {len(part)})"
                 )
+        self._loaded[index] = np.array(array, copy=True)
+
+    def _finish_inference(self, out: _Outstanding) -> Frame:
+        """The reply of an inference request; when the device refuses it because the previous inference overwrote
+        the inputs (INPUT_CONSUMED_MESSAGE), loads the inputs last loaded again and repeats the request once."""
+        try:
+            return self._finish(out)
+        except DeviceError as exc:
+            info = self._require_info()
+            if not (exc.code == ErrorCode.BAD_REQUEST and exc.message.startswith(INPUT_CONSUMED_MESSAGE)
+                    and len(self._loaded) == len(info.inputs)):
+                raise
+        log.info("%s: %s: the model overwrote its inputs; loading them again", self.link.name, out.what)
+        for i, array in sorted(self._loaded.items()):
+            self.load_input(i, array)
+        return self.request(out.type, b"", timeout=self.infer_timeout)
+
+    def _pipeline(self, type_: int, payloads: list[bytes], window: int) -> list[Frame]:
+        """Sends the requests with up to `window` outstanding and returns their replies in order. Only for
+        requests that may be reordered against each other (a resend repeats one after later ones): LOAD_INPUT
+        chunks, which write disjoint absolute ranges."""
+        window = max(1, min(window, 128))  # seqs of outstanding requests must stay distinct (8-bit seq)
+        outstanding: collections.deque[_Outstanding] = collections.deque()
+        stash: dict[int, Frame | CorruptFrame | None] = {}
+        replies: list[Frame] = []
+        pending = iter(payloads)
+        while True:
+            while len(outstanding) < window:
+                payload = next(pending, None)
+                if payload is None:
+                    break
+                out = self._start(type_, payload, None)
+                outstanding.append(out)
+                stash[out.seq] = None
+            if not outstanding:
+                return replies
+            out = outstanding.popleft()
+            replies.append(self._finish(out, stash))
+            del stash[out.seq]
 
     def _check_input(self, index: int, array: np.ndarray) -> np.ndarray:
         spec = self._require_info().inputs[index]
@@ -311,35 +442,95 @@ class DeviceClient:
             )
         return data
 
+    def read_outputs(self, indices: Sequence[int] | None = None) -> dict[int, np.ndarray]:
+        """Output tensors of the last INFER / INFER_DIGEST (None: all of them), fetched with READ_OUTPUT."""
+        info = self._require_info()
+        wanted = range(len(info.outputs)) if indices is None else indices
+        outputs = {}
+        for i in wanted:
+            spec = info.outputs[i]
+            raw = b"".join(
+                self.read_output(i, off, min(MAX_READ_CHUNK, spec.size - off))
+                for off in range(0, spec.size, MAX_READ_CHUNK)
+            )
+            outputs[i] = tensor_from_bytes(raw, spec)
+        return outputs
+
     def infer(self, inputs: Sequence[np.ndarray] | None = None) -> InferResult:
         """Loads `inputs` (None: use what is loaded), runs the model and returns its outputs."""
+        return self.start_infer(inputs).wait()
+
+    def start_infer(self, inputs: Sequence[np.ndarray] | None = None, **load: int | None) -> PendingReply[InferResult]:
+        """Loads `inputs` (waiting for the device's acknowledgements) and sends INFER without waiting for its
+        reply: the host may work (e.g. run the reference) while the device computes. `.wait()` returns the
+        InferResult, its outputs fetched with READ_OUTPUT when they were not inline. `load`: load_input's
+        max_chunk and window."""
         info = self._require_info()
         if inputs is not None:
-            self._load_inputs(inputs)
-        reply = parse_infer_reply(self.request(FrameType.INFER, timeout=self.infer_timeout).payload)
+            self._load_inputs(inputs, **load)
+        out = self._start(FrameType.INFER, b"", self.infer_timeout)
+        return PendingReply(lambda: self._infer_result(info, self._finish_inference(out)))
+
+    def _infer_result(self, info: DeviceInfo, frame: Frame) -> InferResult:
+        reply = parse_infer_reply(frame.payload)
         if len(reply.sizes) != len(info.outputs):
             raise ProtocolError(
                 f"{self.link.name}: INFER reported {len(reply.sizes)} outputs, INFO {len(info.outputs)}"
             )
-        outputs = []
-        for i, spec in enumerate(info.outputs):
-            if reply.inline:
-                raw = reply.data[i]
-            else:
-                raw = b"".join(
-                    self.read_output(i, off, min(MAX_READ_CHUNK, spec.size - off))
-                    for off in range(0, spec.size, MAX_READ_CHUNK)
-                )
-            outputs.append(tensor_from_bytes(raw, spec))
+        if reply.inline:
+            outputs = [tensor_from_bytes(raw, spec) for raw, spec in zip(reply.data, info.outputs, strict=True)]
+        else:
+            fetched = self.read_outputs()
+            outputs = [fetched[i] for i in range(len(info.outputs))]
         return InferResult(outputs, reply.cycles, reply.time_us, info.clock_hz, reply.inline)
 
-    def _load_inputs(self, inputs: Sequence[np.ndarray]) -> None:
+    def infer_digest(self, inputs: Sequence[np.ndarray] | None = None) -> DigestResult:
+        """Loads `inputs` (None: use what is loaded), runs the model and returns one CRC-32 per output
+        (INFER_DIGEST) instead of the outputs; `read_outputs()` fetches them afterwards if needed."""
+        return self.start_infer_digest(inputs).wait()
+
+    def start_infer_digest(
+        self, inputs: Sequence[np.ndarray] | None = None, **load: int | None
+    ) -> PendingReply[DigestResult]:
+        """Sends INFER_DIGEST without waiting for its reply (`.wait()` returns the DigestResult). The inputs travel
+        in the request itself when together they fit rx_max (one frame, one round trip per inference); otherwise
+        they are loaded with LOAD_INPUT first. Raises DigestUnsupported, before sending anything, for firmware
+        whose INFO lacks the digest flag."""
+        info = self._require_info()
+        if not info.supports_digest:
+            raise DigestUnsupported(
+                f"{self.link.name}: the firmware ({info.firmware_version}, build {info.build_id}, protocol "
+                f"v{info.protocol_version}, INFO flags 0x{info.flags:04x}) does not answer INFER_DIGEST (INFO flag "
+                f"bit 1 clear): build or flash the current firmware, or check full outputs (INFER)"
+            )
+        payload = b""
+        if inputs is not None:
+            checked = self._checked_inputs(inputs)
+            if info.input_bytes <= info.rx_max and not load:
+                payload = b"".join(a.tobytes() for a in checked)
+            else:
+                for i, array in enumerate(checked):
+                    self.load_input(i, array, **load)
+        out = self._start(FrameType.INFER_DIGEST, payload, self.infer_timeout)
+        return PendingReply(lambda: self._digest_result(info, self._finish_inference(out)))
+
+    def _digest_result(self, info: DeviceInfo, frame: Frame) -> DigestResult:
+        reply = parse_digest_reply(frame.payload)
+        if len(reply.digests) != len(info.outputs):
+            raise ProtocolError(
+                f"{self.link.name}: INFER_DIGEST reported {len(reply.digests)} outputs, INFO {len(info.outputs)}"
+            )
+        return DigestResult(reply.digests, reply.cycles, reply.time_us, info.clock_hz)
+
+    def _checked_inputs(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         info = self._require_info()
         if len(inputs) != len(info.inputs):
             raise InputMismatch(f"got {len(inputs)} inputs, the device's model has {len(info.inputs)}")
-        checked = [self._check_input(i, a) for i, a in enumerate(inputs)]
-        for i, array in enumerate(checked):
-            self.load_input(i, array)
+        return [self._check_input(i, a) for i, a in enumerate(inputs)]
+
+    def _load_inputs(self, inputs: Sequence[np.ndarray], **load: int | None) -> None:
+        for i, array in enumerate(self._checked_inputs(inputs)):
+            self.load_input(i, array, **load)
 
     def infer_offload(self, inputs: Sequence[np.ndarray] | None = None) -> OffloadResult:
         """Loads `inputs` (None: use what is loaded) and runs the AgileNN device step (INFER_OFFLOAD): the model,
@@ -348,7 +539,8 @@ class DeviceClient:
         info = self._require_info()
         if inputs is not None:
             self._load_inputs(inputs)
-        reply = parse_offload_reply(self.request(FrameType.INFER_OFFLOAD, timeout=self.infer_timeout).payload)
+        out = self._start(FrameType.INFER_OFFLOAD, b"", self.infer_timeout)
+        reply = parse_offload_reply(self._finish_inference(out).payload)
         if reply.local_output >= len(info.outputs):
             raise ProtocolError(
                 f"{self.link.name}: INFER_OFFLOAD names output {reply.local_output}, INFO has {len(info.outputs)}"

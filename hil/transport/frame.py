@@ -19,7 +19,7 @@ HEADER_SIZE = 7  # magic(2) type seq length(2) header-check
 CRC_SIZE = 4
 OVERHEAD = HEADER_SIZE + CRC_SIZE
 MAX_PAYLOAD = 0xFFFF  # length is a u16
-DEFAULT_RX_MAX = 4096
+DEFAULT_RX_MAX = 32768  # the firmware's default HIL_RX_MAX; INFO reports the device's own
 PROTOCOL_VERSION = 1
 REPLY_BIT = 0x80
 
@@ -31,8 +31,12 @@ READ_REPLY_HEADER_SIZE = 5  # u8 index, u32 offset
 MAX_READ_CHUNK = MAX_PAYLOAD - READ_REPLY_HEADER_SIZE
 
 OFFLOAD_FIXED_SIZE = 52
+DIGEST_FIXED_SIZE = 20
 
 INFO_FLAG_DETERMINISTIC = 0x0001
+INFO_FLAG_DIGEST = 0x0002  # the firmware answers INFER_DIGEST; older firmware leaves it clear
+INFO_FLAG_KERNELS = 0x0004  # INFO ends with a 32-byte kernels string ("kernels portable", "kernels esp-nn 1.1.2")
+INFO_KERNELS_SIZE = 32
 INFER_FLAG_INLINE = 0x01
 OFFLOAD_FLAG_OVERFLOW = 0x01
 OFFLOAD_STAGES = ("extractor", "local_nn", "compress", "total")  # the reply's u64 cycle counts, in order
@@ -45,6 +49,7 @@ class FrameType(IntEnum):
     INFER = 0x04
     READ_OUTPUT = 0x05
     INFER_OFFLOAD = 0x06
+    INFER_DIGEST = 0x08  # PROTOCOL.md "INFER_DIGEST"; firmware that has it sets INFO_FLAG_DIGEST
     DEBUG = 0x70  # crash-test builds only (PROTOCOL.md "DEBUG"); others answer ERROR UNKNOWN_TYPE
     ERROR = 0x7F
 
@@ -278,10 +283,21 @@ class DeviceInfo:
     rx_max: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    kernels: str = ""  # which kernels the firmware runs (INFO_FLAG_KERNELS); "" from firmware without it
 
     @property
     def cycles_deterministic(self) -> bool:
         return bool(self.flags & INFO_FLAG_DETERMINISTIC)
+
+    @property
+    def supports_digest(self) -> bool:
+        """The firmware answers INFER_DIGEST (INFO flags bit 1); firmware from before it leaves the bit clear."""
+        return bool(self.flags & INFO_FLAG_DIGEST)
+
+    @property
+    def input_bytes(self) -> int:
+        """All input tensors together: what one inference's inputs cost on the wire."""
+        return sum(t.size for t in self.inputs)
 
 
 def _cstr(raw: bytes) -> str:
@@ -308,6 +324,10 @@ def parse_info(payload: bytes) -> DeviceInfo:
         "<HH16s32s16s32s32sIIIBBH", payload
     )
     expected = INFO_FIXED_SIZE + TENSOR_DESC_SIZE * (n_in + n_out)
+    kernels = ""
+    if flags & INFO_FLAG_KERNELS:
+        kernels = _cstr(payload[expected : expected + INFO_KERNELS_SIZE])
+        expected += INFO_KERNELS_SIZE
     if len(payload) != expected:
         raise ProtocolError(f"INFO with {n_in} inputs and {n_out} outputs must be {expected} bytes, not {len(payload)}")
     tensors = []
@@ -328,6 +348,7 @@ def parse_info(payload: bytes) -> DeviceInfo:
         rx_max=rx_max,
         inputs=tensors[:n_in],
         outputs=tensors[n_in:],
+        kernels=kernels,
     )
 
 
@@ -358,6 +379,8 @@ def encode_info(info: DeviceInfo) -> bytes:
     for t in (*info.inputs, *info.outputs):
         dims = (*t.shape, *(0,) * (4 - len(t.shape)))
         out += struct.pack("<BBH4IifI", t.dtype_code, len(t.shape), 0, *dims, t.zero_point, t.scale, t.size)
+    if info.flags & INFO_FLAG_KERNELS:
+        out += pad(info.kernels, INFO_KERNELS_SIZE)
     return bytes(out)
 
 
@@ -479,6 +502,58 @@ class OffloadResult:
     def latency_s(self) -> float:
         """Device time of the whole offload step, cycles["total"] / clock_hz (relative on emulated ports)."""
         return self.cycles["total"] / self.clock_hz if self.clock_hz else 0.0
+
+
+def tensor_digest(data: bytes | np.ndarray, spec: TensorSpec | None = None) -> int:
+    """The digest INFER_DIGEST returns for an output tensor: CRC-32/ISO-HDLC (zlib.crc32, from 0) of its bytes as
+    READ_OUTPUT returns them (int16 little-endian). An array is taken in `spec`'s dtype when given."""
+    if isinstance(data, np.ndarray):
+        array = data if spec is None else data.astype(spec.dtype, copy=False)
+        data = np.ascontiguousarray(array).tobytes()
+    return zlib.crc32(data)
+
+
+@dataclass(frozen=True)
+class DigestReply:
+    """The INFER_DIGEST reply payload (PROTOCOL.md "INFER_DIGEST"): cycles and one CRC-32 per output."""
+
+    status: int
+    flags: int
+    cycles: int
+    time_us: int
+    digests: list[int]
+
+
+def parse_digest_reply(payload: bytes) -> DigestReply:
+    if len(payload) < DIGEST_FIXED_SIZE:
+        raise ProtocolError(f"INFER_DIGEST reply of {len(payload)} bytes is shorter than the fixed {DIGEST_FIXED_SIZE}")
+    status, n_out, flags, _reserved, cycles, time_us = struct.unpack_from("<BBBBQQ", payload)
+    expected = DIGEST_FIXED_SIZE + 4 * n_out
+    if len(payload) != expected:
+        raise ProtocolError(f"INFER_DIGEST reply with {n_out} outputs must be {expected} bytes, not {len(payload)}")
+    digests = list(struct.unpack_from(f"<{n_out}I", payload, DIGEST_FIXED_SIZE))
+    return DigestReply(status, flags, cycles, time_us, digests)
+
+
+def encode_digest_reply(reply: DigestReply) -> bytes:
+    """The INFER_DIGEST reply payload (what the firmware sends; used by tests and fake devices)."""
+    head = struct.pack("<BBBBQQ", reply.status, len(reply.digests), reply.flags, 0, reply.cycles, reply.time_us)
+    return head + struct.pack(f"<{len(reply.digests)}I", *reply.digests)
+
+
+@dataclass
+class DigestResult:
+    """One inference checked by digest: the device's CRC-32 of each output (`tensor_digest`) and its cost."""
+
+    digests: list[int]
+    cycles: int
+    time_us: int
+    clock_hz: int
+
+    @property
+    def latency_s(self) -> float:
+        """cycles / clock_hz. On emulated ports a relative measure, not a hardware latency."""
+        return self.cycles / self.clock_hz if self.clock_hz else 0.0
 
 
 @dataclass(frozen=True)

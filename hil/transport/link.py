@@ -42,6 +42,9 @@ class Link:
         self.timeout = timeout
         # Supplied by a target: explains a failure from its side (e.g. "qemu exited with status 64").
         self.diagnose = diagnose
+        # Every byte written and read, frames (headers, CRCs) and console text alike: the traffic on the wire.
+        self.tx_bytes = 0
+        self.rx_bytes = 0
         # pyserial's socket:// backend reports in_waiting as 0/1 ("readable"), not a byte count, and its
         # read(n) waits for all n bytes: read it non-blocking after a select() instead, or a 4 KB reply
         # arrives one byte per call.
@@ -69,6 +72,7 @@ class Link:
         try:
             self._port.write(data)
             self._port.flush()
+            self.tx_bytes += len(data)
         except serial.SerialTimeoutException:
             raise LinkTimeout(
                 self.explain(
@@ -100,7 +104,10 @@ class Link:
                             data += self._port.read(min(more, max_bytes - len(data)))
             except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
                 raise LinkError(self.explain(f"{self.name}: read failed while waiting for {expecting}: {exc}")) from exc
-            if data or time.monotonic() >= deadline:
+            if data:
+                self.rx_bytes += len(data)
+                return data
+            if time.monotonic() >= deadline:
                 return data
 
     def read_some(self, max_bytes: int = 1 << 16, timeout: float | None = None, expecting: str = "data") -> bytes:
@@ -125,6 +132,11 @@ class Link:
                     self.explain(f"{self.name}: got {len(out)} of {n} bytes of {expecting} within {limit:g} s")
                 ) from None
         return bytes(out)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes written plus bytes read since the link was opened (both directions, everything on the line)."""
+        return self.tx_bytes + self.rx_bytes
 
     def discard_input(self) -> None:
         """Drops whatever has arrived and not been read."""

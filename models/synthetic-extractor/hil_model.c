@@ -2,7 +2,8 @@
  * sha256 e07d652f6dc6afc4601ce2b3faaf9ec563eb7fedd52c2a15125058458f5fa0ee. Do not edit: regenerate from the .tflite instead.
  *
  * 8 operators (8 kernel calls), 175154 MACs per inference,
- * tensor arena 71696 bytes, constant data 761 bytes.
+ * tensor arena 30720 bytes, constant data 865 bytes (specialised kernels).
+ * An inference may overwrite its inputs in the arena: load them again before the next one.
  * Bit-exact with TensorFlow Lite Micro's reference kernels. */
 
 #include <stddef.h>
@@ -21,20 +22,21 @@
  * lifetimes do not overlap share bytes.
  *
  *   [      0, + 27648) tensor   0 1x96x96x3      serving_default_image:0
- *   [  27648, +  4096) tensor  16 1x32x32x4      synthetic_extractor_1/relu6_1_1/Relu6;synthetic_extractor...
- *   [  27648, + 24576) tensor  18 1x32x32x24     synthetic_extractor_1/relu6_2_1/Relu6;synthetic_extractor...
- *   [  31744, +  3072) tensor  15 1x32x32x3      synthetic_extractor_1/sep_conv1_1/separable_conv2d/depthw...
- *   [  52224, +  4096) tensor  17 1x32x32x4      synthetic_extractor_1/sep_conv2_1/separable_conv2d/depthw...
- *   [  52224, +  5120) tensor  19 1x32x32x5      synthetic_extractor_1/strided_slice
- *   [  52224, + 19456) tensor  22 1x32x32x19     StatefulPartitionedCall_1:1
- *   [  57344, +     5) tensor  20 1x5            synthetic_extractor_1/gap_1/Mean
- *   [  71680, +    10) tensor  21 1x10           StatefulPartitionedCall_1:0
+ *   [      0, +  4096) tensor  16 1x32x32x4      synthetic_extractor_1/relu6_1_1/Relu6;synthetic_extractor...
+ *   [      0, + 24576) tensor  18 1x32x32x24     synthetic_extractor_1/relu6_2_1/Relu6;synthetic_extractor...
+ *   [      0, + 24576) tensor  22 1x32x32x19     StatefulPartitionedCall_1:1
+ *   [  24576, +  4096) tensor  17 1x32x32x4      synthetic_extractor_1/sep_conv2_1/separable_conv2d/depthw...
+ *   [  24576, +  5120) tensor  19 1x32x32x5      synthetic_extractor_1/strided_slice
+ *   [  24576, +    10) tensor  21 1x10           StatefulPartitionedCall_1:0
+ *   [  27648, +  3072) tensor  15 1x32x32x3      synthetic_extractor_1/sep_conv1_1/separable_conv2d/depthw...
+ *   [  29696, +     5) tensor  20 1x5            synthetic_extractor_1/gap_1/Mean
  */
-static int8_t hil_arena[71696] HIL_ARENA_ALIGN;
+static int8_t hil_arena[30720] HIL_ARENA_ALIGN;
 
 int8_t *hil_model_arena(void) { return hil_arena; }
 
 /* ---- op 0: DEPTHWISE_CONV_2D 1x96x96x3 -> 1x32x32x3, 3x3 filter, depth multiplier 1, stride 3x3, SAME, NONE ---- */
+#if defined(HIL_USE_ESP_NN)
 static const int8_t op0_filter[27] = { /* [1][3][3][3] */
     5, -50, 92, -127, -27, -85, 0, 127, 15, -20, 73, 21, 3, -7, -97, 47, -4, 127, -95, -97,
     65, 64, 49, 101, 27, 123, -71,
@@ -78,8 +80,61 @@ static const hil_depthwise_conv_2d_params_t op0_params = {
     .output_multiplier = op0_multiplier,
     .output_shift      = op0_shift,
 };
+#else
+/* Specialised: hil_depthwise_conv_2d_3x3 (input zero point folded into the bias, weights in loop order). */
+static const int16_t op0_fast_filter[27] = { /* [3][9]: each channel's taps */
+    5, -127, 0, -20, 3, 47, -95, 64, 27, -50, -27, 127,
+    73, -7, -4, -97, 49, 123, 92, -85, 15, 21, -97, 127,
+    65, 101, -71,
+};
+
+static const int32_t op0_fast_bias[3] = { /* [3]: bias - (input zero point - 128) * sum of weights (inputs read as x - 128) */
+    -12384, 24123, 21672,
+};
+
+static const int32_t op0_fast_multiplier[3] = { /* Q0.31 multipliers */
+    1256191916, 1554223829, 1489209571,
+};
+
+static const int32_t op0_fast_shift[3] = { /* right shifts: 31 - TFLM's shift */
+    39, 39, 39,
+};
+
+static const int8_t op0_fast_pad[3] = { /* what a padded tap reads: the input zero point */
+    -1, -1, -1,
+};
+
+static const hil_depthwise_fast_params_t op0_fast = {
+    .batches           = 1,
+    .input_h           = 96,
+    .input_w           = 96,
+    .input_c           = 3,
+    .depth_multiplier  = 1,
+    .filter_h          = 3,
+    .filter_w          = 3,
+    .output_h          = 32,
+    .output_w          = 32,
+    .output_c          = 3,
+    .stride_h          = 3,
+    .stride_w          = 3,
+    .dilation_h        = 1,
+    .dilation_w        = 1,
+    .pad_h             = 0,
+    .pad_w             = 0,
+    .output_offset     = 5,
+    .act_min           = -128,
+    .act_max           = 127,
+    .small_acc         = 1,
+    .filter            = op0_fast_filter,
+    .bias              = op0_fast_bias,
+    .output_multiplier = op0_fast_multiplier,
+    .output_shift      = op0_fast_shift,
+    .pad_row           = op0_fast_pad,
+};
+#endif
 
 /* ---- op 1: CONV_2D 1x32x32x3 -> 1x32x32x4, 1x1 filter, stride 1x1, VALID, RELU6 ---- */
+#if defined(HIL_USE_ESP_NN)
 static const int8_t op1_filter[12] = { /* [4][1][1][3] (OHWI) */
     -79, 72, -127, -127, -67, -74, -69, -54, 127, 53, -13, -127,
 };
@@ -121,8 +176,54 @@ static const hil_conv_2d_params_t op1_params = {
     .output_multiplier = op1_multiplier,
     .output_shift      = op1_shift,
 };
+#else
+/* Specialised: hil_conv_2d_1x1 (input zero point folded into the bias, weights in loop order). */
+static const uint8_t op1_fast_filter[12] = { /* weight + 128, [1][3][4]: blocks of 4 channels */
+    49, 1, 59, 181, 200, 61, 74, 115, 1, 54, 255, 1,
+};
+
+static const int32_t op1_fast_bias[4] = { /* [4]: bias - input zero point * sum of weights */
+    16470, -2640, 6382, 4670,
+};
+
+static const int32_t op1_fast_multiplier[4] = { /* Q0.31 multipliers */
+    1685404273, 1135820763, 1394877522, 1551335820,
+};
+
+static const int32_t op1_fast_shift[4] = { /* right shifts: 31 - TFLM's shift */
+    38, 37, 37, 37,
+};
+
+static const hil_conv_fast_params_t op1_fast = {
+    .batches           = 1,
+    .input_h           = 32,
+    .input_w           = 32,
+    .input_c           = 3,
+    .filter_h          = 1,
+    .filter_w          = 1,
+    .output_h          = 32,
+    .output_w          = 32,
+    .output_c          = 4,
+    .stride_h          = 1,
+    .stride_w          = 1,
+    .dilation_h        = 1,
+    .dilation_w        = 1,
+    .pad_h             = 0,
+    .pad_w             = 0,
+    .pad_value         = 5,
+    .output_offset     = -128,
+    .act_min           = -128,
+    .act_max           = 127,
+    .small_acc         = 1,
+    .filter            = op1_fast_filter,
+    .bias              = op1_fast_bias,
+    .output_multiplier = op1_fast_multiplier,
+    .output_shift      = op1_fast_shift,
+};
+#endif
 
 /* ---- op 2: DEPTHWISE_CONV_2D 1x32x32x4 -> 1x32x32x4, 3x3 filter, depth multiplier 1, stride 1x1, SAME, NONE ---- */
+#if defined(HIL_USE_ESP_NN)
 static const int8_t op2_filter[36] = { /* [1][3][3][4] */
     44, -127, 109, 126, 43, -53, 82, -127, -37, 6, 18, -118, 127, 114, -8, -127, 123, 92, -1, 115,
     36, -69, -1, 83, 22, 92, -5, 73, 15, 109, -127, 23, 31, 70, -25, -12,
@@ -166,8 +267,61 @@ static const hil_depthwise_conv_2d_params_t op2_params = {
     .output_multiplier = op2_multiplier,
     .output_shift      = op2_shift,
 };
+#else
+/* Specialised: hil_depthwise_conv_2d_3x3 (input zero point folded into the bias, weights in loop order). */
+static const int16_t op2_fast_filter[36] = { /* [4][9]: each channel's taps */
+    44, 43, -37, 127, 123, 36, 22, 15, 31, -127, -53, 6,
+    114, 92, -69, 92, 109, 70, 109, 82, 18, -8, -1, -1,
+    -5, -127, -25, 126, -127, -118, -127, 115, 83, 73, 23, -12,
+};
+
+static const int32_t op2_fast_bias[4] = { /* [4]: bias - (input zero point - 128) * sum of weights (inputs read as x - 128) */
+    103424, 59904, 10752, 9216,
+};
+
+static const int32_t op2_fast_multiplier[4] = { /* Q0.31 multipliers */
+    1170324453, 2131926468, 1237724807, 1239604012,
+};
+
+static const int32_t op2_fast_shift[4] = { /* right shifts: 31 - TFLM's shift */
+    39, 40, 39, 39,
+};
+
+static const int8_t op2_fast_pad[4] = { /* what a padded tap reads: the input zero point */
+    -128, -128, -128, -128,
+};
+
+static const hil_depthwise_fast_params_t op2_fast = {
+    .batches           = 1,
+    .input_h           = 32,
+    .input_w           = 32,
+    .input_c           = 4,
+    .depth_multiplier  = 1,
+    .filter_h          = 3,
+    .filter_w          = 3,
+    .output_h          = 32,
+    .output_w          = 32,
+    .output_c          = 4,
+    .stride_h          = 1,
+    .stride_w          = 1,
+    .dilation_h        = 1,
+    .dilation_w        = 1,
+    .pad_h             = 1,
+    .pad_w             = 1,
+    .output_offset     = -22,
+    .act_min           = -128,
+    .act_max           = 127,
+    .small_acc         = 1,
+    .filter            = op2_fast_filter,
+    .bias              = op2_fast_bias,
+    .output_multiplier = op2_fast_multiplier,
+    .output_shift      = op2_fast_shift,
+    .pad_row           = op2_fast_pad,
+};
+#endif
 
 /* ---- op 3: CONV_2D 1x32x32x4 -> 1x32x32x24, 1x1 filter, stride 1x1, VALID, RELU6 ---- */
+#if defined(HIL_USE_ESP_NN)
 static const int8_t op3_filter[96] = { /* [24][1][1][4] (OHWI) */
     -50, -127, -28, -101, 81, 68, -28, -127, -22, -127, -92, -38, -32, 14, -80, -127, 53, 40, -127, 60,
     -127, 116, 63, 20, 127, 57, -106, 84, -35, -127, 85, 99, 124, -118, 127, -90, -127, -117, 14, 14,
@@ -219,6 +373,61 @@ static const hil_conv_2d_params_t op3_params = {
     .output_multiplier = op3_multiplier,
     .output_shift      = op3_shift,
 };
+#else
+/* Specialised: hil_conv_2d_1x1 (input zero point folded into the bias, weights in loop order). */
+static const uint8_t op3_fast_filter[96] = { /* weight + 128, [6][4][4]: blocks of 4 channels */
+    78, 209, 106, 96, 1, 196, 1, 142, 100, 100, 36, 48, 27, 1, 90, 1, 181, 1, 255, 93,
+    168, 244, 185, 1, 1, 191, 22, 213, 188, 148, 212, 227, 252, 1, 1, 110, 10, 11, 115, 172,
+    255, 142, 170, 255, 38, 142, 108, 34, 33, 47, 176, 229, 31, 238, 1, 189, 86, 255, 155, 117,
+    1, 17, 62, 1, 39, 116, 4, 86, 54, 1, 255, 255, 48, 241, 64, 80, 1, 56, 89, 31,
+    1, 181, 255, 242, 175, 25, 194, 56, 192, 192, 182, 104, 93, 1, 28, 1,
+};
+
+static const int32_t op3_fast_bias[24] = { /* [24]: bias - input zero point * sum of weights */
+    8449, 5650, -12379, -12987, 35608, 4803, 46995, 338,
+    -14799, -3191, -4702, 49053, -18441, 22082, 2263, -25972,
+    5363, 253, 21858, 16074, -17475, 14347, -3350, 64610,
+};
+
+static const int32_t op3_fast_multiplier[24] = { /* Q0.31 multipliers */
+    1470191357, 1881048956, 1595621568, 2043135046, 1355713474, 1505328614, 2033538769, 1076543918,
+    1147121797, 1355436920, 1091986523, 1373982621, 1937517162, 1884783251, 1248705891, 1190482545,
+    1269343653, 1852787864, 2078329791, 1137347118, 1397279678, 1425843325, 1687557835, 1117411898,
+};
+
+static const int32_t op3_fast_shift[24] = { /* right shifts: 31 - TFLM's shift */
+    39, 38, 39, 39, 40, 38, 39, 38,
+    38, 39, 38, 39, 39, 39, 39, 39,
+    38, 39, 40, 38, 39, 38, 39, 39,
+};
+
+static const hil_conv_fast_params_t op3_fast = {
+    .batches           = 1,
+    .input_h           = 32,
+    .input_w           = 32,
+    .input_c           = 4,
+    .filter_h          = 1,
+    .filter_w          = 1,
+    .output_h          = 32,
+    .output_w          = 32,
+    .output_c          = 24,
+    .stride_h          = 1,
+    .stride_w          = 1,
+    .dilation_h        = 1,
+    .dilation_w        = 1,
+    .pad_h             = 0,
+    .pad_w             = 0,
+    .pad_value         = -22,
+    .output_offset     = -128,
+    .act_min           = -128,
+    .act_max           = 127,
+    .small_acc         = 1,
+    .filter            = op3_fast_filter,
+    .bias              = op3_fast_bias,
+    .output_multiplier = op3_fast_multiplier,
+    .output_shift      = op3_fast_shift,
+};
+#endif
 
 /* ---- op 4: STRIDED_SLICE 1x32x32x24 -> 1x32x32x5, [0:1, 0:32, 0:32, 0:5] ---- */
 static const hil_strided_slice_params_t op4_params = {
@@ -239,6 +448,7 @@ static const hil_mean_params_t op5_params = {
 };
 
 /* ---- op 6: FULLY_CONNECTED 1x5 -> 1x10, 5 -> 10, per-channel weights, NONE ---- */
+#if defined(HIL_USE_ESP_NN)
 static const int8_t op6_filter[50] = { /* [10][5] */
     -13, -23, 127, -108, -118, -127, -5, 78, -96, -108, 109, -43, -10, 82, 127, -75, 12, -102, 81, 127,
     -28, -123, 127, 58, -109, 54, -127, -78, 8, -61, 104, 62, 127, -24, -40, 18, 62, 10, 127, -73,
@@ -273,6 +483,56 @@ static const hil_fully_connected_params_t op6_params = {
     .output_multiplier = op6_multiplier,
     .output_shift      = op6_shift,
 };
+#else
+/* Specialised: hil_conv_2d_1x1 (input zero point folded into the bias, weights in loop order). */
+static const uint8_t op6_fast_filter[60] = { /* weight + 128, [3][5][4]: blocks of 4 channels */
+    115, 1, 237, 53, 105, 123, 85, 140, 255, 206, 118, 26, 20, 32, 210, 209, 10, 20, 255, 255,
+    100, 182, 232, 146, 5, 1, 190, 190, 255, 50, 255, 138, 186, 136, 104, 255, 19, 67, 88, 55,
+    208, 1, 0, 0, 51, 167, 0, 0, 247, 20, 0, 0, 255, 31, 0, 0, 209, 198, 0, 0,
+};
+
+static const int32_t op6_fast_bias[12] = { /* [12]: bias - input zero point * sum of weights */
+    -1215, -26280, 42756, 10136, -4762, -22106, 24832, -19983,
+    40793, -40309, 0, 0,
+};
+
+static const int32_t op6_fast_multiplier[12] = { /* Q0.31 multipliers */
+    2059095959, 1355701150, 1291184068, 1078902085, 2129755844, 2146637632, 1078545125, 1332691906,
+    2025775183, 1839263590, 0, 0,
+};
+
+static const int32_t op6_fast_shift[12] = { /* right shifts: 31 - TFLM's shift */
+    39, 39, 39, 38, 39, 39, 38, 39,
+    39, 39, 32, 32,
+};
+
+static const hil_conv_fast_params_t op6_fast = {
+    .batches           = 1,
+    .input_h           = 1,
+    .input_w           = 1,
+    .input_c           = 5,
+    .filter_h          = 1,
+    .filter_w          = 1,
+    .output_h          = 1,
+    .output_w          = 1,
+    .output_c          = 10,
+    .stride_h          = 1,
+    .stride_w          = 1,
+    .dilation_h        = 1,
+    .dilation_w        = 1,
+    .pad_h             = 0,
+    .pad_w             = 0,
+    .pad_value         = -128,
+    .output_offset     = 46,
+    .act_min           = -128,
+    .act_max           = 127,
+    .small_acc         = 1,
+    .filter            = op6_fast_filter,
+    .bias              = op6_fast_bias,
+    .output_multiplier = op6_fast_multiplier,
+    .output_shift      = op6_fast_shift,
+};
+#endif
 
 /* ---- op 7: STRIDED_SLICE 1x32x32x24 -> 1x32x32x19, [0:1, 0:32, 0:32, 5:24] ---- */
 static const hil_strided_slice_params_t op7_params = {
@@ -300,7 +560,7 @@ static const hil_tensor_info_t hil_outputs[2] = {
         .zero_point = 46,
         .scale = 0.002042026f,
         .bytes = 10,
-        .arena_offset = 71680,
+        .arena_offset = 24576,
     },
     { /* remote_features */
         .dtype = HIL_DTYPE_INT8,
@@ -309,7 +569,7 @@ static const hil_tensor_info_t hil_outputs[2] = {
         .zero_point = -128,
         .scale = 0.005055001f,
         .bytes = 19456,
-        .arena_offset = 52224,
+        .arena_offset = 0,
     },
 };
 
@@ -319,11 +579,12 @@ const hil_model_info_t hil_model_info = {
         0xe0, 0x7d, 0x65, 0x2f, 0x6d, 0xc6, 0xaf, 0xc4, 0x60, 0x1c, 0xe2, 0xb3, 0xfa, 0xaf, 0x9e, 0xc5,
         0x63, 0xeb, 0x7f, 0xed, 0xd5, 0x2c, 0x2a, 0x15, 0x12, 0x50, 0x58, 0x45, 0x8f, 0x5f, 0xa0, 0xee,
     },
-    .arena_bytes = 71696,
+    .arena_bytes = 30720,
     .n_inputs = 1,
     .n_outputs = 2,
     .inputs = hil_inputs,
     .outputs = hil_outputs,
+    .inputs_consumed = 1,
 };
 
 /* Runs the graph on the inputs already in the arena; the kernels cannot fail (every shape and
@@ -331,28 +592,48 @@ const hil_model_info_t hil_model_info = {
  * lets the firmware time each operator. */
 int hil_model_invoke(void) {
     /* op 0: DEPTHWISE_CONV_2D */
-    hil_depthwise_conv_2d(&op0_params, hil_arena + 0, hil_arena + 31744);
+#if defined(HIL_USE_ESP_NN)
+    hil_depthwise_conv_2d(&op0_params, hil_arena + 0, hil_arena + 27648);
+#else
+    hil_depthwise_conv_2d_3x3(&op0_fast, hil_arena + 0, hil_arena + 27648);
+#endif
     hil_model_op_done(0);
     /* op 1: CONV_2D */
-    hil_conv_2d(&op1_params, hil_arena + 31744, hil_arena + 27648);
+#if defined(HIL_USE_ESP_NN)
+    hil_conv_2d(&op1_params, hil_arena + 27648, hil_arena + 0);
+#else
+    hil_conv_2d_1x1(&op1_fast, hil_arena + 27648, hil_arena + 0);
+#endif
     hil_model_op_done(1);
     /* op 2: DEPTHWISE_CONV_2D */
-    hil_depthwise_conv_2d(&op2_params, hil_arena + 27648, hil_arena + 52224);
+#if defined(HIL_USE_ESP_NN)
+    hil_depthwise_conv_2d(&op2_params, hil_arena + 0, hil_arena + 24576);
+#else
+    hil_depthwise_conv_2d_3x3(&op2_fast, hil_arena + 0, hil_arena + 24576);
+#endif
     hil_model_op_done(2);
     /* op 3: CONV_2D */
-    hil_conv_2d(&op3_params, hil_arena + 52224, hil_arena + 27648);
+#if defined(HIL_USE_ESP_NN)
+    hil_conv_2d(&op3_params, hil_arena + 24576, hil_arena + 0);
+#else
+    hil_conv_2d_1x1(&op3_fast, hil_arena + 24576, hil_arena + 0);
+#endif
     hil_model_op_done(3);
     /* op 4: STRIDED_SLICE */
-    hil_strided_slice(&op4_params, hil_arena + 27648, hil_arena + 52224);
+    hil_strided_slice(&op4_params, hil_arena + 0, hil_arena + 24576);
     hil_model_op_done(4);
     /* op 5: MEAN */
-    hil_mean(&op5_params, hil_arena + 52224, hil_arena + 57344);
+    hil_mean(&op5_params, hil_arena + 24576, hil_arena + 29696);
     hil_model_op_done(5);
     /* op 6: FULLY_CONNECTED */
-    hil_fully_connected(&op6_params, hil_arena + 57344, hil_arena + 71680);
+#if defined(HIL_USE_ESP_NN)
+    hil_fully_connected(&op6_params, hil_arena + 29696, hil_arena + 24576);
+#else
+    hil_conv_2d_1x1(&op6_fast, hil_arena + 29696, hil_arena + 24576);
+#endif
     hil_model_op_done(6);
     /* op 7: STRIDED_SLICE */
-    hil_strided_slice(&op7_params, hil_arena + 27648, hil_arena + 52224);
+    hil_strided_slice(&op7_params, hil_arena + 0, hil_arena + 0);
     hil_model_op_done(7);
     return 0;
 }

@@ -1,16 +1,36 @@
 /* Portable int8 kernels: one params struct and one function per TFLite op, bit-exact with the
- * TensorFlow Lite Micro reference kernels. The *_16x8 / *_i16 variants at the end run TFLite's 16x8
- * quantization (int16 activations with zero point 0, int8 weights, int64 bias).
+ * TensorFlow Lite Micro reference kernels. The *_16x8 / *_i16 variants run TFLite's 16x8 quantization (int16
+ * activations with zero point 0, int8 weights, int64 bias); each shares its source with the int8 kernel.
  *
  * Tensors are NHWC int8 in row-major order. The model compiler (hil/model/codegen.py) fills every
  * params struct at compile time: shapes, padding, zero points, the fused activation as a clamp
  * range and all requantization multipliers and shifts, so the kernels do integer arithmetic only
  * and never allocate. Offsets follow TFLM's naming: an input_offset is the negated input zero
- * point (added to each input value), an output_offset is the output zero point. */
+ * point (added to each input value), an output_offset is the output zero point.
+ *
+ * Two kinds of kernel:
+ * - generic kernels (the first part of this file): any geometry the op allows, TFLM's loops;
+ * - specialised kernels ("Specialised kernels" below): the compiler knows every shape, zero point and
+ *   multiplier, folds the input zero point into the bias, packs the weights for the loop and picks one of
+ *   these where it has proved it exact (accumulator range); a generated hil_model.c calls them by default.
+ *
+ * Vendor kernels. A port that dispatches some ops to a vendor library (the ESP32-S3 port with Espressif's
+ * ESP-NN, built with HIL_USE_ESP_NN) takes the generic entry points' names for its dispatchers: with
+ * HIL_USE_ESP_NN defined, the portable CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, pooling and
+ * SOFTMAX kernels are compiled as <name>_portable (HIL_PORTABLE), the port defines <name> (falling back to
+ * <name>_portable for what the library cannot do), and a generated hil_model.c calls <name> with a filled
+ * params struct for those ops instead of the specialised kernels. The arena plan may run ADD in place
+ * (output == input1; each element is read before the same index is written). */
 #ifndef HIL_KERNELS_H
 #define HIL_KERNELS_H
 
 #include <stdint.h>
+
+#ifdef HIL_USE_ESP_NN
+#define HIL_PORTABLE(name) name##_portable
+#else
+#define HIL_PORTABLE(name) name
+#endif
 
 /* CONV_2D with per-channel int8 weights (a per-tensor model gets the same multiplier per channel). */
 typedef struct {
@@ -31,6 +51,9 @@ typedef struct {
 } hil_conv_2d_params_t;
 
 void hil_conv_2d(const hil_conv_2d_params_t *p, const int8_t *input, int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_conv_2d_portable(const hil_conv_2d_params_t *p, const int8_t *input, int8_t *output);
+#endif
 
 /* DEPTHWISE_CONV_2D: output channel = input channel * depth_multiplier + m. */
 typedef struct {
@@ -53,6 +76,10 @@ typedef struct {
 
 void hil_depthwise_conv_2d(const hil_depthwise_conv_2d_params_t *p, const int8_t *input,
                            int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_depthwise_conv_2d_portable(const hil_depthwise_conv_2d_params_t *p, const int8_t *input,
+                           int8_t *output);
+#endif
 
 /* FULLY_CONNECTED: output[b][o] = sum_d filter[o][d] * input[b][d], requantized per output. */
 typedef struct {
@@ -70,6 +97,10 @@ typedef struct {
 
 void hil_fully_connected(const hil_fully_connected_params_t *p, const int8_t *input,
                          int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_fully_connected_portable(const hil_fully_connected_params_t *p, const int8_t *input,
+                         int8_t *output);
+#endif
 
 /* AVERAGE_POOL_2D and MAX_POOL_2D. Like TFLM, neither rescales: input and output share quantization. */
 typedef struct {
@@ -83,7 +114,13 @@ typedef struct {
 } hil_pool_params_t;
 
 void hil_average_pool_2d(const hil_pool_params_t *p, const int8_t *input, int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_average_pool_2d_portable(const hil_pool_params_t *p, const int8_t *input, int8_t *output);
+#endif
 void hil_max_pool_2d(const hil_pool_params_t *p, const int8_t *input, int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_max_pool_2d_portable(const hil_pool_params_t *p, const int8_t *input, int8_t *output);
+#endif
 
 /* MEAN over a contiguous run of axes: the input is viewed as [outer][count][inner] and the output
  * as [outer][inner]. Keras GlobalAveragePooling2D is outer = batches, count = H * W, inner = C. */
@@ -113,6 +150,9 @@ typedef struct {
 } hil_add_params_t;
 
 void hil_add(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_add_portable(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+#endif
 
 /* STRIDED_SLICE with unit strides: output[i] = input[begin + i] in each of four dimensions. */
 typedef struct {
@@ -212,6 +252,9 @@ typedef struct {
 } hil_softmax_params_t;
 
 void hil_softmax(const hil_softmax_params_t *p, const int8_t *input, int8_t *output);
+#ifdef HIL_USE_ESP_NN
+void hil_softmax_portable(const hil_softmax_params_t *p, const int8_t *input, int8_t *output);
+#endif
 void hil_softmax_i16(const hil_softmax_params_t *p, const int16_t *input, int16_t *output);
 
 /* LOGISTIC and TANH. int8 (TFLM reference_integer_ops::Logistic / Tanh): inputs within input_range_radius
@@ -347,5 +390,83 @@ typedef struct {
 
 void hil_leaky_relu(const hil_leaky_relu_params_t *p, const int8_t *input, int8_t *output);
 void hil_leaky_relu_i16(const hil_leaky_relu_params_t *p, const int16_t *input, int16_t *output);
+
+/* ---- Specialised kernels ------------------------------------------------------------------------------
+ * What a generated hil_model.c calls by default. The compiler (hil/model/lowering/fast.py) emits them only where
+ * it has proved them bit-exact with the generic kernels: every accumulator, computed from the weights, the
+ * folded bias and the input range, stays inside int32 (so a 16x8 kernel accumulates in 32 bits and the
+ * requantization is one step, hil_requantize_s32 / hil_requantize_16x8 in hil_quant.h); anything else gets
+ * the generic kernel. Per-op data the compiler computes:
+ *   bias:    the input zero point folded in: bias - zero point * (sum of the channel's weights), exact wherever
+ *            every tap reads the image; a padded tap reads pad_value / pad_row (the input zero point), which
+ *            adds 0 after the fold, as TFLM's skipped padded tap does;
+ *   filter:  the weights in the order the loop reads them (below). The convolutions store weight + 128 as
+ *            uint8 (loads without sign extension: the lx106 has no SEXT), so the kernel subtracts 128 * (the
+ *            sum of the pixel's inputs) once per pixel: sum w*x = sum (w+128)*x - 128 * sum x. Depthwise
+ *            weights are int16 (one load, no sign extension) and int8 depthwise inputs are read as x - 128
+ *            (HIL_X_MINUS_128), so that bias holds bias - (zero point - 128) * sum w;
+ *   requantization: output_shift holds the total right shift n of hil_quant.h's one-step forms, 31 - TFLM's
+ *            shift for int8 (> 31: the compiler keeps the generic kernel for a channel with a left or no
+ *            shift) and 15 - TFLM's shift for 16x8, whose output_multiplier is TFLM's reduced Q0.15 one.
+ * Arrays indexed by output channel are padded with zeros to a multiple of 4 where a kernel works on blocks
+ * of channels (depth = filter_h * filter_w * input_c). */
+
+/* CONV_2D (and FULLY_CONNECTED as a 1x1 convolution over `batches` pixels). */
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, input_c;
+    int32_t filter_h, filter_w;
+    int32_t output_h, output_w, output_c;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_h, pad_w;
+    int32_t pad_value;                /* a padded tap's value: the input zero point (0 for int16) */
+    int32_t output_offset;            /* output zero point (0 for int16) */
+    int32_t act_min, act_max;
+    int32_t small_acc;                /* the 32-bit requantization applies (hil_quant.h) */
+    const uint8_t *filter;            /* weight + 128, [ceil(output_c / 4)][filter_h * filter_w * input_c][4] */
+    const int32_t *bias;              /* [ceil4(output_c)], bias - input zero point * sum of the weights */
+    const int32_t *output_multiplier; /* [ceil4(output_c)] (16x8: reduced, Q0.15) */
+    const int32_t *output_shift;      /* [ceil4(output_c)], right shifts n (see below) */
+} hil_conv_fast_params_t;
+
+/* 1x1 filter, no padding, any stride: a matrix product pixel by pixel. */
+void hil_conv_2d_1x1(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output);
+void hil_conv_2d_1x1_16x8(const hil_conv_fast_params_t *p, const int16_t *input, int16_t *output);
+/* Any filter, stride, dilation and padding: each output pixel's patch is gathered into scratch
+ * (filter_h * filter_w * input_c elements, from the arena), then multiplied like a 1x1 convolution. */
+void hil_conv_2d_patch(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
+void hil_conv_2d_patch_16x8(const hil_conv_fast_params_t *p, const int16_t *input, int16_t *output,
+                            int16_t *scratch);
+
+/* DEPTHWISE_CONV_2D. */
+#define HIL_DEPTHWISE_MAX_TAPS 64
+typedef struct {
+    int32_t batches;
+    int32_t input_h, input_w, input_c;
+    int32_t depth_multiplier;
+    int32_t filter_h, filter_w;
+    int32_t output_h, output_w, output_c;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_h, pad_w;
+    int32_t output_offset;
+    int32_t act_min, act_max;
+    int32_t small_acc;                /* the 32-bit requantization applies (hil_quant.h) */
+    const int16_t *filter;            /* [output_c][filter_h * filter_w]: each channel's taps side by side */
+    const int32_t *bias;              /* [output_c], bias - (zero point - 128) * sum w (16x8: zero point 0) */
+    const int32_t *output_multiplier; /* [output_c] (16x8: reduced, Q0.15) */
+    const int32_t *output_shift;      /* [output_c], right shifts n (see below) */
+    const void *pad_row;              /* input_c elements (int8_t or int16_t) equal to the input zero point */
+} hil_depthwise_fast_params_t;
+
+/* 3x3 filter, depth multiplier 1: nine multiply-adds per channel, unrolled. */
+void hil_depthwise_conv_2d_3x3(const hil_depthwise_fast_params_t *p, const int8_t *input, int8_t *output);
+void hil_depthwise_conv_2d_3x3_16x8(const hil_depthwise_fast_params_t *p, const int16_t *input,
+                                    int16_t *output);
+/* Any filter up to HIL_DEPTHWISE_MAX_TAPS taps, any depth multiplier. */
+void hil_depthwise_conv_2d_taps(const hil_depthwise_fast_params_t *p, const int8_t *input, int8_t *output);
+void hil_depthwise_conv_2d_taps_16x8(const hil_depthwise_fast_params_t *p, const int16_t *input,
+                                     int16_t *output);
 
 #endif

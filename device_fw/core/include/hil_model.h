@@ -29,6 +29,10 @@ typedef struct {
     uint8_t n_outputs;
     const hil_tensor_info_t *inputs;
     const hil_tensor_info_t *outputs;
+    /* 1: an inference may overwrite its input tensors (the arena reuses their bytes; model.json
+     * input_preserved false), so the firmware runs INFER again only after a LOAD_INPUT. 0 (also what a
+     * hand-written model that leaves this out gets): the inputs stay intact and INFER is repeatable. */
+    uint8_t inputs_consumed;
 } hil_model_info_t;
 
 extern const hil_model_info_t hil_model_info;

@@ -24,5 +24,8 @@ uint64_t hil_port_time_us(void);     /* microsecond timer, 0 where the port has 
 int hil_port_cycles_deterministic(void);
 void hil_port_marker(int on);        /* GPIO marker for the power analyzer; no-op where absent */
 const char *hil_port_name(void);
+/* Which kernels the firmware was built with, for INFO: "kernels portable", or on the ESP32-S3 with
+ * CONFIG_HIL_USE_ESP_NN "kernels esp-nn <version>" (the portable kernels stay the fallback). */
+const char *hil_port_kernels(void);
 
 #endif

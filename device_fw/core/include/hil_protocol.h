@@ -15,9 +15,12 @@
 #define HIL_FRAME_OVERHEAD (HIL_HEADER_SIZE + HIL_CRC_SIZE)
 #define HIL_MAX_PAYLOAD 0xFFFFu /* length is a u16 */
 
-/* Largest request payload accepted (reported as rx_max in INFO). The RX buffer is this plus the overhead. */
+/* Largest request payload accepted (reported as rx_max in INFO). The RX buffer is this plus the overhead.
+ * 32 KB takes a 96x96x3 int8 image (27,648 bytes) in one INFER_DIGEST request, so a checked inference costs
+ * one round trip and input + 50 bytes on the wire (PROTOCOL.md "INFER_DIGEST"); a port short of RAM may
+ * build with less (at least 64): the host then sends the input in LOAD_INPUT chunks of rx_max - 5 bytes. */
 #ifndef HIL_RX_MAX
-#define HIL_RX_MAX 4096u
+#define HIL_RX_MAX 32768u
 #endif
 #if HIL_RX_MAX < 64 || HIL_RX_MAX > HIL_MAX_PAYLOAD
 #error "HIL_RX_MAX must be within 64..65535"
@@ -39,6 +42,7 @@
 #define HIL_T_INFER 0x04u
 #define HIL_T_READ_OUTPUT 0x05u
 #define HIL_T_INFER_OFFLOAD 0x06u
+#define HIL_T_INFER_DIGEST 0x08u
 #define HIL_T_ERROR 0x7Fu
 #define HIL_REPLY_BIT 0x80u
 

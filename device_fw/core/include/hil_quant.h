@@ -88,6 +88,160 @@ static inline int32_t hil_rounded_div_i32(int32_t x, int32_t divisor) {
 }
 
 
+/* ---- Requantization in one step (the specialised kernels) ------------------------------------------
+ * The compiler picks a specialised kernel only where it has proved, from the weights, bias and input range,
+ * that the accumulator stays inside int32 and that TFLM's x * 2^left_shift does not overflow; under those
+ * conditions the two roundings of hil_multiply_by_quantized_multiplier() are one floor division:
+ *
+ *   RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^L, M), R)
+ *     == floor((x * M + 2^(N-1) + (N > 31 ? (x >= 0 ? 2^30 : -2^30) : 0)) / 2^N),   N = 31 - shift
+ *
+ * for M in [0, 2^31) and shift = L - R in [-31, 30] (the SRDHM nudge rounds half up, which a floor of
+ * x * M + 2^30 over 2^31 is; RDBPOT rounds half away from zero, which is +2^(R-1) for x >= 0 and
+ * +2^(R-1) - 1 for x < 0 in units of 2^31; nested floors divide once). The specialised kernels use it for
+ * N > 31 (a right shift: every conv layer of the committed models). tests/test_runtime_speed.py checks it
+ * against the two-step form in C; the models' bit-exactness checks it against TFLM. */
+
+/* Targets whose CPU has no 32x32 -> 64 high multiply (the lx106 of the qemu port: no MULSH) would call libgcc's
+ * __muldi3 for a 64-bit product; four 16x16 products inline are cheaper there. ESP-IDF targets (ESP32-S3:
+ * MULSH) and hosts multiply directly. A port may define HIL_SLOW_MUL64 itself. */
+#ifndef HIL_SLOW_MUL64
+#if defined(__XTENSA__) && !defined(ESP_PLATFORM)
+#define HIL_SLOW_MUL64 1
+#else
+#define HIL_SLOW_MUL64 0
+#endif
+#endif
+
+/* Inner loops unrolled by two keep more values in registers than the lx106's call0 ABI has (13 usable): gcc
+ * then spills accumulators to the stack. The specialised kernels unroll by HIL_UNROLL. */
+#ifndef HIL_UNROLL
+#if defined(__XTENSA__)
+#define HIL_UNROLL 1
+#else
+#define HIL_UNROLL 2
+#endif
+#endif
+
+/* A scheduling barrier between the steps of a fully unrolled block: without it gcc's instruction scheduler
+ * hoists every load of the block to its top, which on the lx106 means spilling them all to the stack. It
+ * constrains only memory accesses and only on Xtensa; elsewhere it is nothing. */
+#if defined(__XTENSA__) && defined(__GNUC__)
+#define HIL_STEP_BARRIER() __asm__ __volatile__("" ::: "memory")
+#else
+#define HIL_STEP_BARRIER() ((void)0)
+#endif
+
+/* int8 inputs read as x - 128 (the specialised depthwise kernels; the compiler folds the -128 into the bias).
+ * On the lx106 (no SEXT: a signed byte load is l8ui, slli, srai) an unsigned load XORed with 0xFF80 holds x - 128
+ * in its low 16 bits, and MUL16S multiplies exactly those: two instructions per input instead of three. Other
+ * targets load the byte signed and subtract. hil_mul16(a, b) is a * b for a and b in the int16 range (on the
+ * lx106: the low 16 bits of each, signed). */
+#if defined(__XTENSA__) && defined(__GNUC__) && !defined(ESP_PLATFORM)
+#define HIL_X_MINUS_128(p) ((int32_t)(*(const uint8_t *)(p) ^ 0xFF80u))
+static inline int32_t hil_mul16(int32_t a, int32_t b) {
+    int32_t r;
+    __asm__("mul16s %0, %1, %2" : "=a"(r) : "a"(a), "a"(b));
+    return r;
+}
+#else
+#define HIL_X_MINUS_128(p) ((int32_t) * (const int8_t *)(p) - 128)
+static inline int32_t hil_mul16(int32_t a, int32_t b) {
+    return a * b;
+}
+#endif
+
+/* a * b exactly, as an int64. */
+static inline int64_t hil_mul_s32_s32(int32_t a, int32_t b) {
+#if HIL_SLOW_MUL64
+    const int32_t ah = a >> 16, bh = b >> 16;
+    const uint32_t al = (uint32_t)a & 0xFFFFu, bl = (uint32_t)b & 0xFFFFu;
+    /* al*bl < 2^32 unsigned; |ah*bl|, al*|bh| < 2^31; |ah*bh| <= 2^30 */
+    const int64_t mid = (int64_t)(ah * (int32_t)bl) + (int64_t)((int32_t)al * bh);
+    return (int64_t)((uint64_t)(int64_t)(ah * bh) << 32) + (int64_t)((uint64_t)mid << 16) + (int64_t)(al * bl);
+#else
+    return (int64_t)a * (int64_t)b;
+#endif
+}
+
+/* TFLM MultiplyByQuantizedMultiplier (int8 kernels) under the conditions above, for a right shift:
+ * n = 31 - TFLM's shift > 31 (the compiler stores n; a channel with a left or no shift keeps the generic
+ * kernel). The rounding term is 2^(n-1) + 2^30 for x >= 0 and 2^(n-1) - 2^30 for x < 0.
+ *
+ * small_acc (a per-layer flag the compiler sets where every accumulator is below 2^20 in magnitude and
+ * n <= 52) lets a target without a fast 64-bit product (HIL_SLOW_MUL64) split the multiplier into 11-bit limbs
+ * M = m2 * 2^22 + m1 * 2^11 + m0: each x * m fits int32, the rounding term is a multiple of 2^22, and nested
+ * floors divide once, so
+ *   floor((x * M + round) / 2^n) = (x * m2 + ((x * m1 + ((x * m0) >> 11)) >> 11) + round / 2^22) >> (n - 22)
+ * with three 32-bit multiplies. Elsewhere the flag is ignored. */
+static inline int32_t hil_requantize_s32_wide(int32_t x, int32_t multiplier, int32_t n) {
+    const int64_t round =
+        ((int64_t)1 << (n - 1)) + ((int64_t)1 << 30) + (int64_t)((uint64_t)(int64_t)(x >> 31) << 31);
+    return (int32_t)((hil_mul_s32_s32(x, multiplier) + round) >> n);
+}
+
+#if HIL_SLOW_MUL64 && defined(__GNUC__)
+/* Out of line, so that the 64-bit emulation's registers do not crowd the limb form's caller. */
+static __attribute__((noinline, unused)) int32_t hil_requantize_s32_wide_call(int32_t x, int32_t multiplier, int32_t n) {
+    return hil_requantize_s32_wide(x, multiplier, n);
+}
+#else
+#define hil_requantize_s32_wide_call hil_requantize_s32_wide
+#endif
+
+static inline int32_t hil_requantize_s32(int32_t x, int32_t multiplier, int32_t n, int32_t small_acc) {
+#if HIL_SLOW_MUL64
+    if (small_acc) {
+        const int32_t q0 = (x * (multiplier & 0x7FF)) >> 11;
+        const int32_t q1 = (x * ((multiplier >> 11) & 0x7FF) + q0) >> 11;
+        const int32_t t2 = x * (multiplier >> 22) + q1 + ((int32_t)1 << (n - 23)) + (1 << 8) + ((x >> 31) & -512);
+        return t2 >> (n - 22);
+    }
+    return hil_requantize_s32_wide_call(x, multiplier, n);
+#else
+    (void)small_acc;
+    return hil_requantize_s32_wide(x, multiplier, n);
+#endif
+}
+
+/* TFLM's 64-bit MultiplyByQuantizedMultiplier (16x8 kernels) on an accumulator that the compiler proved fits
+ * int32: reduced_multiplier is the Q0.15 multiplier TFLM derives from the Q0.31 one and n = 15 - TFLM's
+ * shift, in [8, 46] (the compiler stores both). small_acc (17 <= n <= 46 for the whole layer, any x):
+ * HIL_SLOW_MUL64 targets split x into 16-bit halves and use two 32-bit multiplies. */
+static inline int32_t hil_requantize_16x8_wide(int32_t x, int32_t reduced_multiplier, int32_t n) {
+#if HIL_SLOW_MUL64
+    const int64_t product = (int64_t)((uint64_t)(int64_t)((x >> 16) * reduced_multiplier) << 16) +
+                            (int64_t)(((uint32_t)x & 0xFFFFu) * (uint32_t)reduced_multiplier);
+#else
+    const int64_t product = (int64_t)x * reduced_multiplier;
+#endif
+    return (int32_t)((product + ((int64_t)1 << (n - 1))) >> n);
+}
+
+#if HIL_SLOW_MUL64 && defined(__GNUC__)
+static __attribute__((noinline, unused)) int32_t hil_requantize_16x8_wide_call(int32_t x, int32_t m, int32_t n) {
+    return hil_requantize_16x8_wide(x, m, n);
+}
+#else
+#define hil_requantize_16x8_wide_call hil_requantize_16x8_wide
+#endif
+
+static inline int32_t hil_requantize_16x8(int32_t x, int32_t reduced_multiplier, int32_t n, int32_t small_acc) {
+#if HIL_SLOW_MUL64
+    if (small_acc) {
+        /* x = xh * 2^16 + xl (xl unsigned): xh * R < 2^30, xl * R < 2^31, and for n >= 17 the rounding term
+         * 2^(n-1) is a multiple of 2^16, so floor((x * R + 2^(n-1)) / 2^n)
+         * = (xh * R + ((xl * R) >> 16) + 2^(n-17)) >> (n - 16) */
+        const int32_t low = (int32_t)((((uint32_t)x & 0xFFFFu) * (uint32_t)reduced_multiplier) >> 16);
+        return ((x >> 16) * reduced_multiplier + low + ((int32_t)1 << (n - 17))) >> (n - 16);
+    }
+    return hil_requantize_16x8_wide_call(x, reduced_multiplier, n);
+#else
+    (void)small_acc;
+    return hil_requantize_16x8_wide(x, reduced_multiplier, n);
+#endif
+}
+
 /* ---- Debug checks --------------------------------------------------------------------------------
  * The compiler checks every shape and parameter before it emits a call, so the kernels trust their params.
  * HIL_DCHECK restates those invariants where a kernel relies on them; it is compiled in only when

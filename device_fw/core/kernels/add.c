@@ -20,7 +20,7 @@ static int8_t add_element(const hil_add_params_t *p, int8_t x, int8_t y) {
     return (int8_t)hil_clamp_i32(raw_output, p->act_min, p->act_max);
 }
 
-void hil_add(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output) {
+void HIL_PORTABLE(hil_add)(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output) {
     int32_t i0, i1, i2, i3;
     for (i0 = 0; i0 < p->dims[0]; ++i0) {
         for (i1 = 0; i1 < p->dims[1]; ++i1) {

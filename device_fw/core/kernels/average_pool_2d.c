@@ -4,7 +4,7 @@
 #include "hil_kernels.h"
 #include "hil_quant.h"
 
-void hil_average_pool_2d(const hil_pool_params_t *p, const int8_t *input, int8_t *output) {
+void HIL_PORTABLE(hil_average_pool_2d)(const hil_pool_params_t *p, const int8_t *input, int8_t *output) {
     int32_t b, out_y, out_x, c, fy, fx;
     for (b = 0; b < p->batches; ++b) {
         for (out_y = 0; out_y < p->output_h; ++out_y) {

@@ -1,16 +1,76 @@
-/* CONV_2D, int8 with per-channel weights: TFLM reference_integer_ops::ConvPerChannel. */
+/* CONV_2D, int8 and 16x8 (int16 activations, int8 weights, int64 bias), per-channel weights.
+ *
+ * Generic kernels (any geometry, what TFLM does, and what a port that dispatches to a vendor library wraps):
+ *   HIL_PORTABLE(hil_conv_2d)  TFLM reference_integer_ops::ConvPerChannel, int8
+ *   hil_conv_2d_16x8           the same for int16 input: no offsets, a 64-bit accumulator and requantization
+ * Specialised kernels (hil/model/codegen.py picks them where the compiler has proved them exact; see
+ * hil_kernels.h, hil_conv_fast_params_t):
+ *   hil_conv_2d_1x1[_16x8]     1x1 filter without padding: a matrix product, pixel by pixel
+ *   hil_conv_2d_patch[_16x8]   any other filter: each output pixel's patch gathered into a scratch vector
+ *                              (padded taps read the input zero point), then the same matrix product
+ * Both compute four output channels at once, keeping four accumulators in registers while one input value is
+ * loaded, with the input zero point folded into the bias at compile time and the requantization done in one
+ * step (hil_requantize_s32 / hil_requantize_16x8). FULLY_CONNECTED's specialised form is hil_conv_2d_1x1
+ * (fully_connected.c).
+ *
+ * The int8 and 16x8 kernels are one source: this file includes itself once per element type; the second
+ * part (below HIL_TEMPLATE_PASS) is compiled twice with HIL_16X8 = 0 and 1. */
+#ifndef HIL_TEMPLATE_PASS
+#include <string.h>
+
 #include "hil_kernels.h"
 #include "hil_quant.h"
 
-void hil_conv_2d(const hil_conv_2d_params_t *p, const int8_t *input, int8_t *output) {
+#define HIL_TEMPLATE_PASS
+#define HIL_16X8 0
+#include "conv_2d.c"
+#undef HIL_16X8
+#define HIL_16X8 1
+#include "conv_2d.c"
+#undef HIL_16X8
+#undef HIL_TEMPLATE_PASS
+
+#else /* ---- the template: ELEM is the activation type ---------------------------------------------- */
+
+#if HIL_16X8
+#define ELEM int16_t
+#define ACC int64_t
+#define GENERIC hil_conv_2d_16x8
+#define GENERIC_PARAMS hil_conv_2d_16x8_params_t
+#define INPUT_OFFSET(p) 0
+#define REQUANT_GENERIC(p, acc, c)                                                                            \
+    hil_multiply_by_quantized_multiplier_i64((acc), (p)->output_multiplier[c], (p)->output_shift[c])
+#define OUTPUT_OFFSET(p) 0
+#define REQUANT_FAST(acc, m, s, small) hil_requantize_16x8((acc), (m), (s), (small))
+#define FAST(name) name##_16x8
+#else
+#define ELEM int8_t
+#define ACC int32_t
+#define GENERIC HIL_PORTABLE(hil_conv_2d)
+#define GENERIC_PARAMS hil_conv_2d_params_t
+#define INPUT_OFFSET(p) ((p)->input_offset)
+#define REQUANT_GENERIC(p, acc, c)                                                                            \
+    hil_multiply_by_quantized_multiplier((acc), (p)->output_multiplier[c], (p)->output_shift[c])
+#define OUTPUT_OFFSET(p) ((p)->output_offset)
+#define REQUANT_FAST(acc, m, s, small) hil_requantize_s32((acc), (m), (s), (small))
+#define FAST(name) name
+#endif
+
+void GENERIC(const GENERIC_PARAMS *p, const ELEM *input, ELEM *output) {
     int32_t b, out_y, out_x, out_c, filter_y, filter_x, in_c;
+    /* the last window ends inside the padded image (SAME puts an odd padding row/column at the end) */
+    HIL_DCHECK((p->output_h - 1) * p->stride_h + (p->filter_h - 1) * p->dilation_h < p->input_h + 2 * p->pad_h + 1);
+    HIL_DCHECK((p->output_w - 1) * p->stride_w + (p->filter_w - 1) * p->dilation_w < p->input_w + 2 * p->pad_w + 1);
+    HIL_DCHECK(p->filter != 0 && p->output_multiplier != 0 && p->output_shift != 0);
+    HIL_DCHECK(p->act_min <= p->act_max);
     for (b = 0; b < p->batches; ++b) {
         for (out_y = 0; out_y < p->output_h; ++out_y) {
             const int32_t in_y_origin = out_y * p->stride_h - p->pad_h;
             for (out_x = 0; out_x < p->output_w; ++out_x) {
                 const int32_t in_x_origin = out_x * p->stride_w - p->pad_w;
                 for (out_c = 0; out_c < p->output_c; ++out_c) {
-                    int32_t acc = 0;
+                    ACC acc = 0;
+                    int32_t scaled;
                     for (filter_y = 0; filter_y < p->filter_h; ++filter_y) {
                         const int32_t in_y = in_y_origin + p->dilation_h * filter_y;
                         if (in_y < 0 || in_y >= p->input_h) {
@@ -18,7 +78,7 @@ void hil_conv_2d(const hil_conv_2d_params_t *p, const int8_t *input, int8_t *out
                         }
                         for (filter_x = 0; filter_x < p->filter_w; ++filter_x) {
                             const int32_t in_x = in_x_origin + p->dilation_w * filter_x;
-                            const int8_t *in_px;
+                            const ELEM *in_px;
                             const int8_t *f_px;
                             if (in_x < 0 || in_x >= p->input_w) {
                                 continue;
@@ -27,21 +87,267 @@ void hil_conv_2d(const hil_conv_2d_params_t *p, const int8_t *input, int8_t *out
                             f_px = p->filter +
                                    ((out_c * p->filter_h + filter_y) * p->filter_w + filter_x) * p->input_c;
                             for (in_c = 0; in_c < p->input_c; ++in_c) {
-                                acc += (int32_t)f_px[in_c] * ((int32_t)in_px[in_c] + p->input_offset);
+                                /* 16x8: |f * x| < 2^22, a 32-bit product summed in 64 bits as TFLM does */
+                                acc += (int32_t)f_px[in_c] * ((int32_t)in_px[in_c] + INPUT_OFFSET(p));
                             }
                         }
                     }
                     if (p->bias != 0) {
                         acc += p->bias[out_c];
                     }
-                    acc = hil_multiply_by_quantized_multiplier(acc, p->output_multiplier[out_c],
-                                                               p->output_shift[out_c]);
-                    acc += p->output_offset;
-                    acc = hil_clamp_i32(acc, p->act_min, p->act_max);
-                    output[((b * p->output_h + out_y) * p->output_w + out_x) * p->output_c + out_c] =
-                        (int8_t)acc;
+                    scaled = REQUANT_GENERIC(p, acc, out_c) + OUTPUT_OFFSET(p);
+                    scaled = hil_clamp_i32(scaled, p->act_min, p->act_max);
+                    output[((b * p->output_h + out_y) * p->output_w + out_x) * p->output_c + out_c] = (ELEM)scaled;
                 }
             }
         }
     }
 }
+
+/* Requantizes, clamps and stores the accumulators of output channels c .. c+3 (those below output_c). */
+static inline void FAST(conv_store4)(const hil_conv_fast_params_t *p, int32_t c, ELEM *out, int32_t a0, int32_t a1,
+                                      int32_t a2, int32_t a3) {
+    const int32_t *mult = p->output_multiplier + c, *shift = p->output_shift + c;
+    const int32_t zp = p->output_offset, lo = p->act_min, hi = p->act_max, small = p->small_acc;
+    const int32_t n = p->output_c - c;
+    int32_t y;
+    out += c;
+    y = REQUANT_FAST(a0, mult[0], shift[0], small) + zp;
+    out[0] = (ELEM)(y < lo ? lo : (y > hi ? hi : y));
+    if (n >= 4) {
+        y = REQUANT_FAST(a1, mult[1], shift[1], small) + zp;
+        out[1] = (ELEM)(y < lo ? lo : (y > hi ? hi : y));
+        y = REQUANT_FAST(a2, mult[2], shift[2], small) + zp;
+        out[2] = (ELEM)(y < lo ? lo : (y > hi ? hi : y));
+        y = REQUANT_FAST(a3, mult[3], shift[3], small) + zp;
+        out[3] = (ELEM)(y < lo ? lo : (y > hi ? hi : y));
+        return;
+    }
+    if (n >= 2) {
+        y = REQUANT_FAST(a1, mult[1], shift[1], small) + zp;
+        out[1] = (ELEM)(y < lo ? lo : (y > hi ? hi : y));
+    }
+    if (n >= 3) {
+        y = REQUANT_FAST(a2, mult[2], shift[2], small) + zp;
+        out[2] = (ELEM)(y < lo ? lo : (y > hi ? hi : y));
+    }
+}
+
+#if HIL_UNROLL < 2 && defined(__GNUC__)
+/* The lx106's loop for deep blocks: two inputs per iteration, in a function of its own so that its registers
+ * do not crowd conv_pixel's (a barrier keeps gcc from hoisting the second input's loads). acc holds the four
+ * accumulators. Worth its call from about 24 inputs on. */
+static __attribute__((noinline)) const uint8_t *FAST(conv_dot4_deep)(const uint8_t *w, const ELEM *v, int32_t depth,
+                                                                    int32_t *acc) {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const ELEM *end = v + (depth & ~1);
+    for (; v != end; v += 2) {
+        int32_t x0 = v[0];
+        a0 += w[0] * x0;
+        a1 += w[1] * x0;
+        a2 += w[2] * x0;
+        a3 += w[3] * x0;
+        HIL_STEP_BARRIER();
+        x0 = v[1];
+        a0 += w[4] * x0;
+        a1 += w[5] * x0;
+        a2 += w[6] * x0;
+        a3 += w[7] * x0;
+        w += 8;
+    }
+    if (depth & 1) {
+        const int32_t x0 = v[0];
+        a0 += w[0] * x0;
+        a1 += w[1] * x0;
+        a2 += w[2] * x0;
+        a3 += w[3] * x0;
+        w += 4;
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    return w;
+}
+#define HIL_DEEP_DEPTH 24
+#endif
+
+/* One output pixel: out[c] = requantized(bias[c] + sum_k filter[c][k] * v[k]) for every output channel, with
+ * the filter packed in blocks of four channels, [output_c / 4][depth][4] (hil_conv_fast_params_t): four
+ * accumulators stay in registers while each input value is loaded once. (Blocks of eight do not fit the
+ * lx106's registers.) Weights are stored + 128, unsigned loads; 128 * the sum of the inputs corrects for it
+ * (hil_kernels.h). */
+static inline void FAST(conv_pixel)(const hil_conv_fast_params_t *p, const ELEM *v, int32_t depth, ELEM *out) {
+    const uint8_t *w = p->filter;
+    const int32_t *bias = p->bias;
+    const int32_t out_c = p->output_c;
+    int32_t c, k, sum = 0;
+    /* the first block also sums the inputs (for the correction of the later blocks and its own) */
+    {
+        int32_t a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+        for (k = 0; k < depth; ++k) {
+            const int32_t x0 = v[k];
+            sum += x0;
+            a0 += w[0] * x0;
+            a1 += w[1] * x0;
+            a2 += w[2] * x0;
+            a3 += w[3] * x0;
+            w += 4;
+        }
+        sum *= 128;
+        FAST(conv_store4)(p, 0, out, a0 - sum, a1 - sum, a2 - sum, a3 - sum);
+    }
+    c = 4;
+#if HIL_UNROLL >= 2
+    /* Where registers allow (not the lx106), two blocks at once: eight accumulators per input load. */
+    for (; c + 4 < out_c; c += 8) {
+        const uint8_t *u = w + 4 * depth; /* the next block */
+        int32_t a0 = bias[c] - sum, a1 = bias[c + 1] - sum, a2 = bias[c + 2] - sum, a3 = bias[c + 3] - sum;
+        int32_t a4 = bias[c + 4] - sum, a5 = bias[c + 5] - sum, a6 = bias[c + 6] - sum, a7 = bias[c + 7] - sum;
+        for (k = 0; k + 2 <= depth; k += 2) {
+            const int32_t x0 = v[k], x1 = v[k + 1];
+            a0 += w[0] * x0 + w[4] * x1;
+            a1 += w[1] * x0 + w[5] * x1;
+            a2 += w[2] * x0 + w[6] * x1;
+            a3 += w[3] * x0 + w[7] * x1;
+            a4 += u[0] * x0 + u[4] * x1;
+            a5 += u[1] * x0 + u[5] * x1;
+            a6 += u[2] * x0 + u[6] * x1;
+            a7 += u[3] * x0 + u[7] * x1;
+            w += 8;
+            u += 8;
+        }
+        if (k < depth) {
+            const int32_t x0 = v[k];
+            a0 += w[0] * x0;
+            a1 += w[1] * x0;
+            a2 += w[2] * x0;
+            a3 += w[3] * x0;
+            a4 += u[0] * x0;
+            a5 += u[1] * x0;
+            a6 += u[2] * x0;
+            a7 += u[3] * x0;
+            u += 4;
+        }
+        w = u;
+        FAST(conv_store4)(p, c, out, a0, a1, a2, a3);
+        FAST(conv_store4)(p, c + 4, out, a4, a5, a6, a7);
+    }
+#endif
+    for (; c < out_c; c += 4) {
+        int32_t a0 = bias[c] - sum, a1 = bias[c + 1] - sum, a2 = bias[c + 2] - sum, a3 = bias[c + 3] - sum;
+#ifdef HIL_DEEP_DEPTH
+        if (depth >= HIL_DEEP_DEPTH) {
+            int32_t acc[4];
+            acc[0] = a0;
+            acc[1] = a1;
+            acc[2] = a2;
+            acc[3] = a3;
+            w = FAST(conv_dot4_deep)(w, v, depth, acc);
+            FAST(conv_store4)(p, c, out, acc[0], acc[1], acc[2], acc[3]);
+            continue;
+        }
+#endif
+        for (k = 0; k < depth; ++k) {
+            const int32_t x0 = v[k];
+            a0 += w[0] * x0;
+            a1 += w[1] * x0;
+            a2 += w[2] * x0;
+            a3 += w[3] * x0;
+            w += 4;
+        }
+        FAST(conv_store4)(p, c, out, a0, a1, a2, a3);
+    }
+}
+
+static void FAST(check_fast_params)(const hil_conv_fast_params_t *p) {
+    (void)p;
+    HIL_DCHECK(p->batches >= 1 && p->input_c >= 1 && p->output_c >= 1);
+    HIL_DCHECK(p->filter_h >= 1 && p->filter_w >= 1 && p->stride_h >= 1 && p->stride_w >= 1);
+    HIL_DCHECK(p->dilation_h >= 1 && p->dilation_w >= 1 && p->pad_h >= 0 && p->pad_w >= 0);
+    HIL_DCHECK((p->output_h - 1) * p->stride_h + (p->filter_h - 1) * p->dilation_h < p->input_h + 2 * p->pad_h + 1);
+    HIL_DCHECK((p->output_w - 1) * p->stride_w + (p->filter_w - 1) * p->dilation_w < p->input_w + 2 * p->pad_w + 1);
+    HIL_DCHECK(p->filter != 0 && p->bias != 0 && p->output_multiplier != 0 && p->output_shift != 0);
+    HIL_DCHECK(p->act_min <= p->act_max);
+}
+
+void FAST(hil_conv_2d_1x1)(const hil_conv_fast_params_t *p, const ELEM *input, ELEM *output) {
+    const int32_t in_c = p->input_c, out_c = p->output_c;
+    int32_t b, out_y, out_x;
+    FAST(check_fast_params)(p);
+    HIL_DCHECK(p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0);
+    if (p->stride_h == 1 && p->stride_w == 1) {
+        /* every input pixel, in order: one run over batches * height * width pixels */
+        const int32_t pixels = p->batches * p->output_h * p->output_w;
+        int32_t i;
+        HIL_DCHECK(p->output_h == p->input_h && p->output_w == p->input_w);
+        for (i = 0; i < pixels; ++i) {
+            FAST(conv_pixel)(p, input + i * in_c, in_c, output + i * out_c);
+        }
+        return;
+    }
+    for (b = 0; b < p->batches; ++b) {
+        for (out_y = 0; out_y < p->output_h; ++out_y) {
+            const ELEM *in_row = input + ((b * p->input_h) + out_y * p->stride_h) * p->input_w * in_c;
+            for (out_x = 0; out_x < p->output_w; ++out_x) {
+                FAST(conv_pixel)(p, in_row + out_x * p->stride_w * in_c, in_c, output);
+                output += out_c;
+            }
+        }
+    }
+}
+
+void FAST(hil_conv_2d_patch)(const hil_conv_fast_params_t *p, const ELEM *input, ELEM *output, ELEM *scratch) {
+    const int32_t in_c = p->input_c;
+    const int32_t depth = p->filter_h * p->filter_w * in_c;
+    const ELEM pad = (ELEM)p->pad_value;
+    int32_t b, out_y, out_x, fy, fx, i;
+    FAST(check_fast_params)(p);
+    HIL_DCHECK(scratch != 0);
+    for (b = 0; b < p->batches; ++b) {
+        const ELEM *image = input + b * p->input_h * p->input_w * in_c;
+        for (out_y = 0; out_y < p->output_h; ++out_y) {
+            const int32_t in_y_origin = out_y * p->stride_h - p->pad_h;
+            for (out_x = 0; out_x < p->output_w; ++out_x) {
+                const int32_t in_x_origin = out_x * p->stride_w - p->pad_w;
+                ELEM *s = scratch;
+                for (fy = 0; fy < p->filter_h; ++fy) {
+                    const int32_t in_y = in_y_origin + fy * p->dilation_h;
+                    const int row_ok = in_y >= 0 && in_y < p->input_h;
+                    if (row_ok && p->dilation_w == 1 && in_x_origin >= 0 && in_x_origin + p->filter_w <= p->input_w) {
+                        /* the whole filter row is inside the image: one contiguous run */
+                        const int32_t n = p->filter_w * in_c;
+                        memcpy(s, image + (in_y * p->input_w + in_x_origin) * in_c, (size_t)n * sizeof(ELEM));
+                        s += n;
+                        continue;
+                    }
+                    for (fx = 0; fx < p->filter_w; ++fx) {
+                        const int32_t in_x = in_x_origin + fx * p->dilation_w;
+                        if (row_ok && in_x >= 0 && in_x < p->input_w) {
+                            memcpy(s, image + (in_y * p->input_w + in_x) * in_c, (size_t)in_c * sizeof(ELEM));
+                        } else {
+                            for (i = 0; i < in_c; ++i) {
+                                s[i] = pad; /* reads as the zero point: adds nothing after the folded bias */
+                            }
+                        }
+                        s += in_c;
+                    }
+                }
+                FAST(conv_pixel)(p, scratch, depth, output);
+                output += p->output_c;
+            }
+        }
+    }
+}
+
+#undef ELEM
+#undef ACC
+#undef GENERIC
+#undef GENERIC_PARAMS
+#undef INPUT_OFFSET
+#undef REQUANT_GENERIC
+#undef OUTPUT_OFFSET
+#undef REQUANT_FAST
+#undef FAST
+#undef HIL_DEEP_DEPTH
+#endif

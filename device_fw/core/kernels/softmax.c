@@ -14,7 +14,7 @@
 
 enum { kScaledDiffIntegerBits = 5, kAccumulationIntegerBits = 12 };
 
-void hil_softmax(const hil_softmax_params_t *p, const int8_t *input, int8_t *output) {
+void HIL_PORTABLE(hil_softmax)(const hil_softmax_params_t *p, const int8_t *input, int8_t *output) {
     int32_t i, c;
     HIL_DCHECK(p->depth > 0 && p->input_left_shift >= 0);
     for (i = 0; i < p->outer; ++i) {

@@ -9,6 +9,7 @@
 #if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
 #include "hil_crash_test.h"
 #endif
+#include "hil_crc.h"
 #include "hil_model.h"
 #include "hil_offload.h"
 #include "hil_port.h"
@@ -30,8 +31,12 @@
 #define READ_REPLY_HEADER 5u  /* u8 index, u32 offset */
 
 #define OFFLOAD_FIXED_BYTES 52u
+#define DIGEST_FIXED_BYTES 20u
 
 #define INFO_FLAG_DETERMINISTIC 0x0001u
+#define INFO_FLAG_DIGEST 0x0002u /* this firmware answers INFER_DIGEST */
+#define INFO_FLAG_KERNELS 0x0004u /* INFO ends with the kernels string (hil_port_kernels()) */
+#define INFO_KERNELS_BYTES 32u
 #define INFER_FLAG_INLINE 0x01u
 #define OFFLOAD_FLAG_OVERFLOW 0x01u
 
@@ -41,6 +46,19 @@ static hil_tx_t tx;
 /* Outputs are only meaningful after an INFER and until the next LOAD_INPUT (the model may reuse the
  * input's arena bytes for outputs). READ_OUTPUT outside that window is refused instead of returning junk. */
 static int outputs_valid;
+
+/* Set by an inference of a model whose arena reuses its input bytes (hil_model_info.inputs_consumed); cleared by
+ * LOAD_INPUT. While set, INFER and INFER_OFFLOAD (and INFER_DIGEST without inputs) are refused: they would run on
+ * overwritten inputs. The host loads the inputs again and repeats the request (hil/transport/client.py). */
+static int inputs_consumed;
+
+static int refuse_consumed_inputs(const hil_frame_t *f)
+{
+    if (inputs_consumed) {
+        hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, "input overwritten by the last inference: LOAD_INPUT again");
+    }
+    return inputs_consumed;
+}
 
 /* Cycles of each operator in the last inference, written by hil_model_op_done() (generated code calls it after
  * every kernel). Every kernel operator is overwritten by each inference; entries of operators without a kernel
@@ -196,9 +214,10 @@ static void handle_hello(const hil_frame_t *f)
         return;
     }
     hil_tx_begin(&tx, HIL_T_HELLO | HIL_REPLY_BIT, f->seq,
-                 (uint16_t)(INFO_FIXED_BYTES + TENSOR_DESC_BYTES * n_tensors));
+                 (uint16_t)(INFO_FIXED_BYTES + TENSOR_DESC_BYTES * n_tensors + INFO_KERNELS_BYTES));
     hil_tx_u16(&tx, HIL_PROTOCOL_VERSION);
-    hil_tx_u16(&tx, hil_port_cycles_deterministic() ? INFO_FLAG_DETERMINISTIC : 0u);
+    hil_tx_u16(&tx, (uint16_t)((hil_port_cycles_deterministic() ? INFO_FLAG_DETERMINISTIC : 0u) | INFO_FLAG_DIGEST |
+                               INFO_FLAG_KERNELS));
     hil_tx_str(&tx, FW_VERSION, 16);
     hil_tx_str(&tx, BUILD_ID, 32);
     hil_tx_str(&tx, hil_port_name(), 16);
@@ -216,6 +235,7 @@ static void handle_hello(const hil_frame_t *f)
     for (i = 0; i < mi->n_outputs; i++) {
         write_tensor_desc(&mi->outputs[i]);
     }
+    hil_tx_str(&tx, hil_port_kernels(), INFO_KERNELS_BYTES);
     hil_tx_end(&tx);
 }
 
@@ -250,6 +270,7 @@ static void handle_load_input(const hil_frame_t *f)
     }
     memcpy(hil_model_arena() + t->arena_offset + offset, f->payload + LOAD_HEADER_BYTES, n);
     outputs_valid = 0;
+    inputs_consumed = 0;
 
     hil_tx_begin(&tx, HIL_T_LOAD_INPUT | HIL_REPLY_BIT, f->seq, 9);
     hil_tx_u8(&tx, index);
@@ -262,6 +283,7 @@ static void handle_load_input(const hil_frame_t *f)
 static int invoke(uint64_t c0)
 {
     op_last = c0;
+    inputs_consumed = hil_model_info.inputs_consumed != 0;
     return hil_model_invoke();
 }
 
@@ -291,6 +313,9 @@ static void handle_infer(const hil_frame_t *f)
 
     if (f->length != 0) {
         bad_length(f, "INFER takes no payload");
+        return;
+    }
+    if (refuse_consumed_inputs(f)) {
         return;
     }
 
@@ -386,6 +411,9 @@ static void handle_infer_offload(const hil_frame_t *f)
         bad_length(f, "INFER_OFFLOAD takes no payload");
         return;
     }
+    if (refuse_consumed_inputs(f)) {
+        return;
+    }
     if (cfg == NULL) {
         hil_send_error(f->seq, HIL_E_UNSUPPORTED, f->type, "this firmware's model has no AgileNN offload config");
         return;
@@ -454,6 +482,70 @@ static void handle_infer_offload(const hil_frame_t *f)
     hil_tx_end(&tx);
 }
 
+/* INFER_DIGEST (PROTOCOL.md): optionally loads every input from the request, runs the model like INFER and
+ * answers with one CRC-32 per output instead of the outputs. The inputs are written by every attempt, so a
+ * resent request computes the same outputs even for a model that overwrites its input in the arena. */
+static void handle_infer_digest(const hil_frame_t *f)
+{
+    const hil_model_info_t *mi = &hil_model_info;
+    uint32_t in_bytes = 0;
+    uint64_t c0, c1, t0, t1;
+    const uint8_t *p;
+    msg_t m;
+    uint32_t i;
+    int rc;
+
+    for (i = 0; i < mi->n_inputs; i++) {
+        in_bytes += mi->inputs[i].bytes;
+    }
+    if (f->length != 0 && f->length != in_bytes) {
+        msg_init(&m, "INFER_DIGEST takes no payload or all ");
+        msg_u32(&m, in_bytes);
+        msg_str(&m, " input bytes, not ");
+        msg_u32(&m, f->length);
+        hil_send_error(f->seq, HIL_E_BAD_REQUEST, f->type, m.text);
+        return;
+    }
+    if (f->length != 0) {
+        p = f->payload;
+        for (i = 0; i < mi->n_inputs; i++) {
+            memcpy(hil_model_arena() + mi->inputs[i].arena_offset, p, mi->inputs[i].bytes);
+            p += mi->inputs[i].bytes;
+        }
+        outputs_valid = 0;
+        inputs_consumed = 0;
+    } else if (refuse_consumed_inputs(f)) {
+        return;
+    }
+
+    hil_port_marker(1);
+    c0 = hil_port_cycles();
+    t0 = hil_port_time_us();
+    rc = invoke(c0);
+    c1 = hil_port_cycles();
+    t1 = hil_port_time_us();
+    hil_port_marker(0);
+
+    if (rc != 0) {
+        infer_failed(f, rc);
+        return;
+    }
+    outputs_valid = 1;
+
+    hil_tx_begin(&tx, HIL_T_INFER_DIGEST | HIL_REPLY_BIT, f->seq, (uint16_t)(DIGEST_FIXED_BYTES + 4u * mi->n_outputs));
+    hil_tx_u8(&tx, 0); /* status: ok; a failed run is answered with ERROR INFER_FAILED instead */
+    hil_tx_u8(&tx, mi->n_outputs);
+    hil_tx_u8(&tx, 0); /* flags: none defined */
+    hil_tx_u8(&tx, 0);
+    hil_tx_u64(&tx, c1 - c0);
+    hil_tx_u64(&tx, t1 - t0);
+    for (i = 0; i < mi->n_outputs; i++) {
+        hil_tx_u32(&tx, hil_crc32_update(0, (const uint8_t *)hil_model_arena() + mi->outputs[i].arena_offset,
+                                         mi->outputs[i].bytes));
+    }
+    hil_tx_end(&tx);
+}
+
 static void handle_read_output(const hil_frame_t *f)
 {
     const hil_tensor_info_t *t;
@@ -512,6 +604,9 @@ static void dispatch(const hil_frame_t *f)
         break;
     case HIL_T_INFER_OFFLOAD:
         handle_infer_offload(f);
+        break;
+    case HIL_T_INFER_DIGEST:
+        handle_infer_digest(f);
         break;
 #if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
     case HIL_T_DEBUG:

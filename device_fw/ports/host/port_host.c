@@ -117,6 +117,11 @@ const char *hil_port_name(void)
     return "host";
 }
 
+const char *hil_port_kernels(void)
+{
+    return "kernels portable";
+}
+
 #if defined(HIL_CRASH_TEST) && HIL_CRASH_TEST
 extern uintptr_t hil_host_main_frame; /* panic_host.c: where its backtrace stops */
 #endif

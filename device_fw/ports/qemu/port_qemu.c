@@ -141,6 +141,11 @@ const char *hil_port_name(void)
     return "qemu";
 }
 
+const char *hil_port_kernels(void)
+{
+    return "kernels portable";
+}
+
 /* picolibc ends every program through _exit(); here it is the semihosting exit, whose status becomes
  * QEMU's exit status. */
 void _exit(int status)

@@ -28,7 +28,7 @@ class ConstArray:
     """A constant array emitted into flash (weights, biases, multipliers, shifts)."""
 
     symbol: str
-    ctype: str  # "int8_t", "int32_t" or "int64_t" (the 16x8 kernels' biases)
+    ctype: str  # "int8_t", "uint8_t", "int16_t", "int32_t" or "int64_t" (the 16x8 kernels' biases)
     values: np.ndarray  # 1-D
     comment: str = ""
 
@@ -37,7 +37,7 @@ class ConstArray:
         return int(self.values.size) * CTYPE_BYTES[self.ctype]
 
 
-CTYPE_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
+CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}
 # Activation types the kernel core runs: int8, and int16 for TFLite's 16x8 quantization (int16 activations
 # with zero point 0, int8 weights, int64 biases), which keeps about 128 times finer activation steps.
 ACTIVATION_DTYPES = ("int8", "int16")
@@ -61,6 +61,10 @@ class KernelCall:
     summary: str = ""
     input_shapes: list[list[int]] = field(default_factory=list)
     output_shapes: list[list[int]] = field(default_factory=list)
+    # The specialised kernel's call (hil/model/lowering/fast.py), which a generated model runs by default; None
+    # where the generic kernel runs. Its consts replace this call's in a default build.
+    fast: KernelCall | None = None
+    scratch_bytes: int = 0  # arena bytes the kernel needs during its step only (planned by the compiler)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -201,6 +201,22 @@ const char *hil_port_name(void)
     return "esp32s3";
 }
 
+/* Which kernels run the model, for INFO / `hil info`: "kernels esp-nn <version>" with CONFIG_HIL_USE_ESP_NN=y
+ * (esp_nn_dispatch.c; the version is the ESP-NN release the component manager resolved, " ansi" appended when
+ * ESP-NN is built without its vector kernels; main/CMakeLists.txt), else "kernels portable". At most 28
+ * characters for a 1.x.y version. Declared here until hil_port.h has it. */
+#ifndef HIL_ESP_NN_VERSION
+#define HIL_ESP_NN_VERSION "unknown"
+#endif
+const char *hil_port_kernels(void)
+{
+#ifdef HIL_USE_ESP_NN
+    return "kernels esp-nn " HIL_ESP_NN_VERSION;
+#else
+    return "kernels portable";
+#endif
+}
+
 static void hil_task(void *arg)
 {
     (void)arg;
@@ -243,7 +259,8 @@ void app_main(void)
 
     /* From here on, log lines go out only between frames (log_vprintf above). */
     esp_log_set_vprintf(log_vprintf);
-    ESP_LOGI(TAG, "ready: protocol on UART0 at %d baud, console text between frames", CONFIG_HIL_UART_BAUD);
+    ESP_LOGI(TAG, "ready: protocol on UART0 at %d baud, console text between frames, %s", CONFIG_HIL_UART_BAUD,
+             hil_port_kernels());
 
     if (xTaskCreatePinnedToCore(hil_task, "hil", CONFIG_HIL_TASK_STACK_SIZE, NULL, HIL_TASK_PRIO, NULL,
                                 HIL_TASK_CORE) != pdPASS) {

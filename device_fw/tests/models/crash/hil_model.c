@@ -16,7 +16,7 @@ static const hil_tensor_info_t outputs[1] = {
     {HIL_DTYPE_INT8, 2, {1, 16, 0, 0}, 0, 1.0f, 16, 0},
 };
 
-const hil_model_info_t hil_model_info = {"crash", {0}, sizeof arena.bytes, 1, 1, inputs, outputs};
+const hil_model_info_t hil_model_info = {"crash", {0}, sizeof arena.bytes, 1, 1, inputs, outputs, 0};
 
 int8_t *hil_model_arena(void)
 {

@@ -35,6 +35,7 @@ const hil_model_info_t hil_model_info = {
     2,
     inputs,
     outputs,
+    0, /* inputs_consumed: the input stays intact */
 };
 
 int8_t *hil_model_arena(void)
