@@ -87,8 +87,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_16x8(args: argparse.Namespace) -> int:
     import json
 
+    from hil.datasets import load_dataset
     from hil.export.agilenn16 import export_agilenn_16x8
-    from hil.train.data import load_dataset
 
     if args.activations != "int16":
         print("hil export: --from-model re-quantizes an export's device part; only --activations int16 is "
@@ -121,7 +121,7 @@ def _export_16x8(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     import json
 
-    from hil.train.finetune import FinetuneConfig, finetune_remote
+    from hil.export.finetune import FinetuneConfig, finetune_remote
 
     overrides = parse_overrides(args.set)
     try:

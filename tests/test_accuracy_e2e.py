@@ -209,7 +209,7 @@ def test_split_agreement_says_which_side_of_the_split_disagrees():
     """Image 0: the device's int8 local logits flip it; image 1: its codes (remote logits) do; image 2: no remote
     logits (invalid payload), a disagreement of the codes; image 3 agrees either way."""
     from hil.accuracy.job import AgileSpec, FloatLogits, split_agreement
-    from hil.export.common import Quant
+    from hil.agilenn.quant import Quant
     from hil.offload.value_codes import ValueCodes
 
     spec = AgileSpec(model_dir=Path("."), name="m", num_classes=2, alpha=0.5, centroids=np.zeros(2, np.float32),

@@ -207,8 +207,8 @@ def test_esp_nn_build_calls_the_generic_entry_points(tmp_path: Path) -> None:
                         str(tmp_path / "hil_model.c"), "-o", str(obj)], check=True)  # fmt: skip
         objs[bool(flags)] = _symbols(obj, "U")
     assert {"hil_conv_2d", "hil_depthwise_conv_2d", "hil_fully_connected"} <= objs[True]
-    assert not {"hil_conv_2d_1x1", "hil_conv_2d_patch", "hil_depthwise_conv_2d_3x3"} & objs[True]
-    assert {"hil_conv_2d_1x1", "hil_conv_2d_patch", "hil_depthwise_conv_2d_3x3"} <= objs[False]
+    assert not {"hil_conv_2d_1x1_u8", "hil_conv_2d_patch_u8", "hil_depthwise_conv_2d_3x3"} & objs[True]
+    assert {"hil_conv_2d_1x1_u8", "hil_conv_2d_patch_u8", "hil_depthwise_conv_2d_3x3"} <= objs[False]
     assert not {"hil_conv_2d", "hil_depthwise_conv_2d", "hil_fully_connected"} & objs[False]
     # the kernels: with HIL_USE_ESP_NN the six ops' generic kernels are <name>_portable, for the port's dispatcher
     defined: set[str] = set()

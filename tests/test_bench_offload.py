@@ -296,7 +296,8 @@ def _card(out: Path, kind: str, summary: dict | None, payload_bits: int) -> None
 def write_tiny_system(models: Path, kind: str, seed: int = 0) -> Path:
     """One model directory of `kind` as the exporters write it, as far as the bench, the server, the firmware
     and the card checker read it."""
-    from hil.export.agilenn import Quant, centroid_lookup
+    from hil.agilenn.quant import Quant
+    from hil.export.agilenn import centroid_lookup
     from hil.model.compiler import compile_tflite
     from hil.offload.codegen import write_offload_c
 

@@ -347,7 +347,7 @@ def test_weights_bytes_and_macs_of_a_conv(tmp_path: Path) -> None:
     # filter 5*3*3*3 int8 + bias, multipliers and shifts 3 x 5 int32
     assert generic.weights_bytes == 5 * 3 * 3 * 3 + 3 * 5 * 4
     compiled = compile_tflite(model, tmp_path / "fast")
-    assert [o.specialised_kernel for o in compiled.ops] == ["hil_conv_2d_patch"]
+    assert [o.specialised_kernel for o in compiled.ops] == ["hil_conv_2d_patch_u8"]
     # the specialised kernel's data: 5 channels padded to 8 (blocks of 4): filter 8*27 uint8, folded bias,
     # multipliers and right shifts 3 x 8 int32
     assert compiled.weights_bytes == 8 * 3 * 3 * 3 + 3 * 8 * 4

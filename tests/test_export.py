@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from helpers_train import tiny_config
 
-from hil.export.agilenn import Quant, centroid_lookup, wilson_interval
+from hil.agilenn.quant import Quant
+from hil.datasets import synthetic_dataset
+from hil.export.agilenn import centroid_lookup
 from hil.export.cards import load_card
-from hil.train.data import synthetic_dataset
+from hil.stats import wilson_interval
 
 # Inside Keras' model.save / predict with NumPy 2; not this project's code.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -124,7 +126,7 @@ def test_card_has_the_required_keys_and_valid_hashes(exported):
     # The same float pipeline on the same test set as the run's own evaluation (one image of slack for float
     # ties broken differently between the two runs of the graph).
     assert abs(acc["combined_float"] - evaluation["combined_accuracy"]) <= 1 / N_TEST
-    assert card["payload_bits"] == 8 * 8 * 19 * 3
+    assert card["payload_bits"] == 16 * 16 * 13 * 3
     summary = json.loads((exported.out / "model.json").read_text())
     for key in ("weights_bytes", "arena_bytes", "macs"):
         assert card["device"][key] == summary[key] > 0, key
@@ -144,18 +146,18 @@ def test_device_part_is_full_integer_int8_with_the_fixed_output_order(exported):
     [inp] = ref.inputs
     assert inp.dtype == np.int8 and inp.shape == (1, 32, 32, 3)
     assert (inp.scale, inp.zero_point) == (np.float32(1 / 255).item(), -128)  # int8 = uint8 - 128 exactly
-    assert [(o.dtype, o.shape) for o in ref.outputs] == [(np.int8, (1, 10)), (np.int8, (1, 8, 8, 19))]
+    assert [(o.dtype, o.shape) for o in ref.outputs] == [(np.int8, (1, 10)), (np.int8, (1, 16, 16, 13))]
     meta = _meta(exported)
     assert [o["name"] for o in meta["outputs"]] == ["local_logits", "remote_features"]
     assert meta["input"]["from_uint8"] == "q = uint8 - 128"
     remote = meta["outputs"][1]
     assert (remote["scale"], remote["zero_point"]) == (ref.outputs[1].scale, ref.outputs[1].zero_point)
-    assert meta["k"] == 5 and meta["channel_split"] == {
-        "local": [0, 5], "remote": [5, 24],
-        "local_original_channels": meta["channel_permutation"][:5],
-        "remote_original_channels": meta["channel_permutation"][5:],
+    assert meta["k"] == 3 and meta["channel_split"] == {
+        "local": [0, 3], "remote": [3, 16],
+        "local_original_channels": meta["channel_permutation"][:3],
+        "remote_original_channels": meta["channel_permutation"][3:],
     }  # fmt: skip
-    assert sorted(meta["channel_permutation"]) == list(range(24))
+    assert sorted(meta["channel_permutation"]) == list(range(16))
 
 
 @pytest.mark.tf
@@ -290,9 +292,9 @@ def test_reordered_outputs_are_put_back_by_shape(exported):
     x = _device_inputs(exported.data["x_test"][:1])[0]
     want = TflmReference(tflite).run(x)
     got = TflmReference(swapped).run(x)
-    assert [g.shape for g in got] == [(1, 8, 8, 19), (1, 10)]
+    assert [g.shape for g in got] == [(1, 16, 16, 13), (1, 10)]
     assert np.array_equal(got[0], want[1]) and np.array_equal(got[1], want[0])
-    fixed = order_outputs_by_shape(swapped, [(1, 10), (1, 8, 8, 19)])
+    fixed = order_outputs_by_shape(swapped, [(1, 10), (1, 16, 16, 13)])
     assert all(np.array_equal(a, b) for a, b in zip(TflmReference(fixed).run(x), want, strict=True))
 
 

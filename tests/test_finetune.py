@@ -1,4 +1,4 @@
-"""Server-side fine-tuning of the Remote NN on the int8 device part's codes (hil.train.finetune), on a tiny
+"""Server-side fine-tuning of the Remote NN on the int8 device part's codes (hil.export.finetune), on a tiny
 synthetic run: by default the device weights go on the int8 grid first (then the int8 model holds the float
 model's weights); without that the device part stays byte-identical; the export records and checks both."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers_train import tiny_config
 
-from hil.train.data import synthetic_dataset
+from hil.datasets import synthetic_dataset
 
 pytestmark = [pytest.mark.tf, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 
@@ -24,7 +24,7 @@ def _sha(path) -> str:
 def tuned(tmp_path_factory):
     pytest.importorskip("tensorflow")
     from hil.export.agilenn import export_agilenn
-    from hil.train.finetune import FinetuneConfig, finetune_remote
+    from hil.export.finetune import FinetuneConfig, finetune_remote
     from hil.train.trainer import train
 
     root = tmp_path_factory.mktemp("finetune")
@@ -47,7 +47,7 @@ def tuned(tmp_path_factory):
 
 def test_finetune_without_snapping_leaves_the_device_part_byte_identical(tuned):
     from hil.export.agilenn import export_agilenn
-    from hil.train.finetune import FinetuneConfig, finetune_remote
+    from hil.export.finetune import FinetuneConfig, finetune_remote
 
     run = tuned.root / "run_plain"
     record = finetune_remote(run, FinetuneConfig(epochs=1, batch_size=16, lr=0.05, snap_weights=False),
@@ -64,7 +64,7 @@ def test_finetune_without_snapping_leaves_the_device_part_byte_identical(tuned):
 def test_finetune_snaps_the_device_weights_and_keeps_the_joint_ones(tuned):
     snap = tuned.record["weights_snap"]
     assert [row["name"] for row in snap["layers"]] == [
-        "e0_conv", "e1_dw", "e1_pw", "e2_dw", "e2_pw", "e3_dw", "e3_pw", "l_logits"]
+        "e0_conv", "e1_dw", "e1_pw", "e2_dw", "e2_pw", "l0_conv", "l1_conv", "l_logits"]
     assert all(row["max_change_steps"] <= 0.5 for row in snap["layers"])
     assert snap["before_snap"]["samples"] == tuned.record["before"]["samples"] == 32
     assert (tuned.run / "extractor.joint.keras").read_bytes() == tuned.joint_extractor
@@ -126,7 +126,7 @@ def test_limits_go_into_the_card_and_its_readme(tuned):
 
 
 def test_finetune_again_returns_the_finished_record_without_training(tuned):
-    from hil.train.finetune import finetune_remote
+    from hil.export.finetune import finetune_remote
 
     lines = (tuned.run / "metrics.jsonl").read_text().count("\n")
     assert finetune_remote(tuned.run, tuned.config, progress=False) == tuned.record
@@ -134,7 +134,7 @@ def test_finetune_again_returns_the_finished_record_without_training(tuned):
 
 
 def test_finetune_with_other_settings_is_refused(tuned):
-    from hil.train.finetune import FinetuneConfig, FinetuneError, finetune_remote
+    from hil.export.finetune import FinetuneConfig, FinetuneError, finetune_remote
 
     with pytest.raises(FinetuneError, match="other settings"):
         finetune_remote(tuned.run, FinetuneConfig(epochs=3, batch_size=16, lr=0.05), progress=False)
@@ -158,7 +158,7 @@ def test_export_refuses_a_remote_tuned_on_another_device_part(tuned, tmp_path):
 
 
 def test_finetune_config_rejects_bad_values():
-    from hil.train.finetune import FinetuneConfig, FinetuneError
+    from hil.export.finetune import FinetuneConfig, FinetuneError
 
     with pytest.raises(FinetuneError, match="epochs"):
         FinetuneConfig(epochs=0).validate()
@@ -182,7 +182,7 @@ def test_finetune_command(tuned, capsys):
 
 def test_agreement_report_says_which_int8_part_disagrees():
     """Hand-made pairs: the int8 local logits flip image 0, the int8 codes flip image 1, image 2 agrees."""
-    from hil.train.finetune import CodePairs, agreement_report
+    from hil.export.finetune import CodePairs, agreement_report
 
     centroids = np.array([0.0, 1.0], np.float32)
     codes_f = np.zeros((3, 1, 1, 2), np.uint8)

@@ -18,11 +18,19 @@ import numpy as np
 import pytest
 
 from hil import paths
-from hil.export.agilenn import Quant, centroid_lookup
+from hil.agilenn.quant import Quant
+from hil.export.agilenn import centroid_lookup
 from hil.firmware import build_firmware, toolchain_status
 from hil.model.reference import TflmReference
 from hil.model.synthetic import random_images
-from hil.offload.codec import MODE_LZW, MODE_STORED, decode_payload, encode_payload, payload_bound
+from hil.offload.codec import (
+    MODE_HUFFMAN,
+    MODE_LZW,
+    MODE_STORED,
+    decode_payload,
+    encode_payload,
+    payload_bound,
+)
 from hil.offload.codegen import OffloadConfigError, local_head_ops, offload_c_source, write_offload_c
 from hil.targets import get_target
 from hil.transport.client import DeviceClient, DeviceError
@@ -211,6 +219,35 @@ def test_adversarial_patterns_through_the_device_compressor(
         assert result.payload[1] == MODE_STORED and len(result.payload) == payload_bound(1000)
 
 
+HUFFMAN_LENGTHS = [2, 2, 2, 3, 4, 5, 6, 6]  # OFFLOAD.md's example code
+
+
+def test_huffman_config_through_the_device_compressor(port: str, tmp_path: Path) -> None:
+    """A model with huffman_code_lengths: its hil_offload.c carries them and the device picks the smallest of
+    stored / Huffman / LZW with the reference's bytes (mode 2 for skewed codes)."""
+    rng = np.random.default_rng(12)
+    identity = model_copy(tmp_path, "identity-huffman", IDENTITY, ("hil_model.c",))
+    meta = {"k": 0, "bits_per_value": 3, "int8_to_code": [i & 7 for i in range(256)],
+            "huffman_code_lengths": HUFFMAN_LENGTHS}
+    write_offload_c(meta, IDENTITY_SUMMARY, identity)
+    assert "static const uint8_t huffman_lengths[8] = {2, 2, 2, 3, 4, 5, 6, 6};" in (
+        identity / "hil_offload.c").read_text()
+    patterns = {
+        "skewed": rng.choice(8, 1000, p=[0.37, 0.2, 0.19, 0.13, 0.06, 0.03, 0.015, 0.005]),
+        "all-same 0": np.zeros(1000, np.int64),
+        "max-entropy": rng.integers(0, 8, 1000),
+    }
+    modes = []
+    with running(port, identity, tmp_path, kernels=False) as client:
+        for name, codes in patterns.items():
+            result = client.infer_offload([(-codes).astype(np.int8).reshape(1, 1000)])
+            assert result.payload == encode_payload(codes, huffman_lengths=HUFFMAN_LENGTHS), name
+            got = decode_payload(result.payload, 1000, 3, max_output=1000, huffman_lengths=HUFFMAN_LENGTHS)
+            assert np.array_equal(got, codes), name
+            modes.append(result.payload[1])
+    assert modes == [MODE_HUFFMAN, MODE_LZW, MODE_STORED]
+
+
 def test_config_of_another_model_is_refused(models: SimpleNamespace, tmp_path: Path) -> None:
     if not toolchain_status("host").ok:
         pytest.skip("no host toolchain")
@@ -252,3 +289,28 @@ def test_generator_refuses_inconsistent_configs(models: SimpleNamespace) -> None
     huge["outputs"][1].update(shape=[1, 128, 128, 19], bytes=128 * 128 * 19)
     with pytest.raises(OffloadConfigError, match="does not fit one frame"):
         offload_c_source(agilenn | {"outputs": []}, huge)
+    with pytest.raises(OffloadConfigError, match="huffman_code_lengths: .*oversubscribed"):
+        offload_c_source(agilenn | {"huffman_code_lengths": [1] * 8}, models.summary)
+    with pytest.raises(OffloadConfigError, match="huffman_code_lengths: 4 Huffman code lengths"):
+        offload_c_source(agilenn | {"huffman_code_lengths": [1, 2, 3, 3]}, models.summary)
+
+
+def test_generator_writes_huffman_lengths_only_when_the_model_has_them(models: SimpleNamespace) -> None:
+    agilenn = synthetic_agilenn(models.summary)
+    plain = offload_c_source(agilenn, models.summary)
+    assert "huffman" not in plain.lower()  # as before mode 2: the device never sends mode 2
+    with_lengths = offload_c_source(agilenn | {"huffman_code_lengths": HUFFMAN_LENGTHS}, models.summary)
+    assert "static const uint8_t huffman_lengths[8] = {2, 2, 2, 3, 4, 5, 6, 6};" in with_lengths
+    assert "    .huffman_lengths = huffman_lengths,\n" in with_lengths
+
+
+@pytest.mark.parametrize("name", ["agilenn-cifar10", "agilenn-cifar10-a16"])
+def test_committed_models_offload_c_is_unchanged(name: str) -> None:
+    """The committed exports have no Huffman lengths: regenerating their hil_offload.c gives the same file."""
+    d = paths.MODELS / name
+    if not (d / "hil_offload.c").is_file():
+        pytest.skip(f"{d} is not committed here")
+    meta = json.loads((d / "agilenn.json").read_text())
+    summary = json.loads((d / "model.json").read_text())
+    assert "huffman_code_lengths" not in meta
+    assert offload_c_source(meta, summary) == (d / "hil_offload.c").read_text()

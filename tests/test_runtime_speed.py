@@ -1,12 +1,14 @@
 """The specialised kernels (hil/model/lowering/fast.py, device_fw/core/kernels) are bit-exact with TensorFlow
 Lite Micro, and `hil bench runtime` measures them.
 
-Each case is a one-operator model (CONV_2D: 1x1, padded borders, strides, dilation; DEPTHWISE_CONV_2D: 3x3
-unrolled and the general kernel, depth multipliers; FULLY_CONNECTED; int8 and 16x8) with random weights, zero
-points and multipliers, compiled with specialisation on (the case asserts which specialised kernel runs), run
-natively on random full-range inputs and compared with the tflite-micro runtime. Every case also runs through a
-host build with HIL_SLOW_MUL64=1, the lx106's 32-bit requantization paths, so the qemu build's arithmetic is
-checked here without an emulator. No timing assertions: the bench test only checks that figures are printed.
+Each case is a one-operator model (CONV_2D: 1x1, padded borders, strides, dilation, blocks of 4 and 16 output
+channels; DEPTHWISE_CONV_2D: 3x3 unrolled and the general kernel, depth multipliers; FULLY_CONNECTED; int8 and
+16x8; ADD of same-shape inputs) with random weights, zero points and multipliers, compiled with specialisation on
+(the case asserts which specialised kernel runs), run natively on random full-range inputs and compared with the
+tflite-micro runtime. Every case also runs through a host build with HIL_SLOW_MUL64=1, the lx106's 32-bit
+requantization paths, and the convolutions through one with HIL_UNROLL=1 as well, the lx106's loop shapes, so the
+qemu build's arithmetic is checked here without an emulator. No timing assertions: the bench test only checks that
+figures are printed.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ def _random_conv_cases(op: str, dtype: str, n: int, seed: int) -> list[tuple[str
         else:
             p["out_channels"] = int(rng.integers(1, 19))
             kernel = "hil_conv_2d_1x1" if (kh, kw) == (1, 1) else "hil_conv_2d_patch"  # a 1x1 filter never pads
+            deep = kh * kw * p["in_channels"] >= 16  # shallower int8 dot products keep the signed kernels
+            kernel += "_u8" if dtype == "int8" and deep else ""
         if dtype == "int16":
             kernel += "_16x8"
         cases.append((f"{i}-k{kh}x{kw}-s{sh}x{sw}-d{dh}x{dw}-{padding}", p, kernel))
@@ -159,17 +163,18 @@ FIXED_CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
     # op, dtype, id, params, specialised kernel
     ("CONV_2D", "int8", "pointwise-24to48",
      {"height": 6, "width": 5, "in_channels": 24, "out_channels": 48, "kernel": (1, 1), "padding": "VALID",
-      "activation": "RELU6"}, "hil_conv_2d_1x1"),
+      "activation": "RELU6"}, "hil_conv_2d_1x1_u8"),
     ("CONV_2D", "int8", "pointwise-stride2",
      {"height": 9, "width": 8, "in_channels": 5, "out_channels": 7, "kernel": (1, 1), "stride": (2, 2),
       "padding": "VALID"}, "hil_conv_2d_1x1"),
     ("CONV_2D", "int8", "3x3-stride2-same-borders",
-     {"height": 11, "width": 10, "in_channels": 3, "out_channels": 24, "stride": (2, 2)}, "hil_conv_2d_patch"),
+     {"height": 11, "width": 10, "in_channels": 3, "out_channels": 24, "stride": (2, 2)}, "hil_conv_2d_patch_u8"),
     ("CONV_2D", "int8", "5x5-dilated-same",
-     {"height": 9, "width": 9, "kernel": (5, 5), "dilation": (2, 2)}, "hil_conv_2d_patch"),
-    ("CONV_2D", "int8", "kernel-larger-than-input", {"height": 2, "width": 3, "kernel": (5, 5)}, "hil_conv_2d_patch"),
+     {"height": 9, "width": 9, "kernel": (5, 5), "dilation": (2, 2)}, "hil_conv_2d_patch_u8"),
+    ("CONV_2D", "int8", "kernel-larger-than-input", {"height": 2, "width": 3, "kernel": (5, 5)},
+     "hil_conv_2d_patch_u8"),
     ("CONV_2D", "int8", "deep-576",
-     {"height": 4, "width": 4, "in_channels": 64, "out_channels": 9}, "hil_conv_2d_patch"),
+     {"height": 4, "width": 4, "in_channels": 64, "out_channels": 9}, "hil_conv_2d_patch_u8"),
     ("DEPTHWISE_CONV_2D", "int8", "3x3-same-c13",
      {"height": 7, "width": 9, "in_channels": 13}, "hil_depthwise_conv_2d_3x3"),
     ("DEPTHWISE_CONV_2D", "int8", "3x3-stride3",
@@ -191,12 +196,34 @@ FIXED_CASES: list[tuple[str, str, str, dict[str, Any], str]] = [
      {"in_channels": 5, "stride": (2, 2), "activation": "RELU"}, "hil_depthwise_conv_2d_3x3_16x8"),
     ("DEPTHWISE_CONV_2D", "int16", "2x4-multiplier2",
      {"in_channels": 3, "depth_multiplier": 2, "kernel": (2, 4)}, "hil_depthwise_conv_2d_taps_16x8"),
-    ("FULLY_CONNECTED", "int8", "640to128", {"depth": 640, "units": 128, "per_channel": True}, "hil_conv_2d_1x1"),
-    ("FULLY_CONNECTED", "int8", "batches3-per-tensor", {"batches": 3, "depth": 37, "units": 10}, "hil_conv_2d_1x1"),
+    ("FULLY_CONNECTED", "int8", "640to128", {"depth": 640, "units": 128, "per_channel": True}, "hil_conv_2d_1x1_u8"),
+    ("FULLY_CONNECTED", "int8", "batches3-per-tensor", {"batches": 3, "depth": 37, "units": 10}, "hil_conv_2d_1x1_u8"),
+    # int8 blocks of 16 output channels (at least 16 channels), partly padded, and inputs copied bytewise
+    ("CONV_2D", "int8", "3x3-block16-c37",
+     {"height": 6, "width": 7, "in_channels": 5, "out_channels": 37, "padding": "SAME"}, "hil_conv_2d_patch_u8"),
+    ("CONV_2D", "int8", "3x3-block16-deep",
+     {"height": 5, "width": 5, "in_channels": 16, "out_channels": 16, "stride": (2, 2), "padding": "SAME",
+      "activation": "RELU"}, "hil_conv_2d_patch_u8"),
+    ("CONV_2D", "int8", "pointwise-block16-odd-depth",
+     {"height": 3, "width": 4, "in_channels": 17, "out_channels": 20, "kernel": (1, 1), "padding": "VALID"},
+     "hil_conv_2d_1x1_u8"),
+    ("FULLY_CONNECTED", "int8", "19to3", {"depth": 19, "units": 3}, "hil_conv_2d_1x1_u8"),
+    ("FULLY_CONNECTED", "int8", "shallow-8to128", {"depth": 8, "units": 128}, "hil_conv_2d_1x1"),
+    ("FULLY_CONNECTED", "int8", "128to640-relu", {"depth": 128, "units": 640, "activation": "RELU"},
+     "hil_conv_2d_1x1_u8"),
     ("FULLY_CONNECTED", "int16", "24to7", {}, "hil_conv_2d_1x1_16x8"),
     ("FULLY_CONNECTED", "int16", "batches2-relu",
      {"batches": 2, "depth": 50, "units": 9, "activation": "RELU"}, "hil_conv_2d_1x1_16x8"),
 ]  # fmt: skip
+
+ADD_CASES: list[tuple[str, dict[str, Any], str | None]] = [
+    # id, params, specialised kernel (None: the generic kernel runs)
+    ("same-shape", {"shape1": (1, 5, 6, 16), "shape2": (1, 5, 6, 16)}, "hil_add_table"),
+    ("same-shape-relu", {"shape1": (1, 7, 3, 5), "shape2": (1, 7, 3, 5), "activation": "RELU"}, "hil_add_table"),
+    ("rank2-relu6", {"shape1": (9, 33), "shape2": (9, 33), "activation": "RELU6"}, "hil_add_table"),
+    ("broadcast", {"shape1": (1, 4, 4, 8), "shape2": (1, 1, 1, 8)}, None),
+    ("const-second", {"shape1": (1, 3, 3, 4), "shape2": (1, 3, 3, 4), "const_second": True}, None),
+]
 
 CASES = (
     [(op, dt, name, p, k) for op, dt, name, p, k in FIXED_CASES]
@@ -245,6 +272,26 @@ def test_specialised_kernel_bit_exact(op: str, dtype: str, params: dict[str, Any
     _check(build_host_runner(model_dir, build_dir), reference, input_sets, f"{op} {params}")
     slow = build_bench_runner(model_dir, build_dir, ["-DHIL_SLOW_MUL64=1", "-DHIL_KERNEL_CHECKS"])
     _check(slow, reference, input_sets, f"{op} {params} (HIL_SLOW_MUL64)")
+    # the lx106's loop shapes too (HIL_UNROLL=1: int8 blocks of 16 as four groups of four channels)
+    lx106 = build_bench_runner(model_dir, build_dir, ["-DHIL_SLOW_MUL64=1", "-DHIL_UNROLL=1", "-DHIL_KERNEL_CHECKS"])
+    _check(lx106, reference, input_sets, f"{op} {params} (HIL_UNROLL=1)")
+
+
+@pytest.mark.parametrize(("params", "kernel"), [pytest.param(p, k, id=name) for name, p, k in ADD_CASES])
+def test_add_table_kernel_bit_exact(params: dict[str, Any], kernel: str | None, work_dir: Path,
+                                    build_dir: Path) -> None:  # fmt: skip
+    """ADD of two same-shape activations runs hil_add_table (rescaled inputs from compile-time tables, one-step
+    requantization); a broadcast or a constant input keeps the generic kernel. Full-range inputs against TFLM."""
+    rng = np.random.default_rng(zlib.crc32(f"ADD {sorted(params.items())}".encode()))
+    tflite = make_single_op_model("ADD", rng, **params)
+    model_dir = work_dir / f"add-{zlib.crc32(tflite):08x}"
+    (only,) = compile_tflite(tflite, model_dir, name="fast").ops
+    assert only.specialised_kernel == kernel
+    reference = TflmReference(tflite)
+    input_sets = random_input_sets(reference, rng, 4)
+    _check(build_host_runner(model_dir, build_dir), reference, input_sets, f"ADD {params}")
+    slow = build_bench_runner(model_dir, build_dir, ["-DHIL_SLOW_MUL64=1", "-DHIL_KERNEL_CHECKS"])
+    _check(slow, reference, input_sets, f"ADD {params} (HIL_SLOW_MUL64)")
 
 
 def test_committed_models_run_on_specialised_kernels() -> None:

@@ -712,3 +712,60 @@ def test_external_server_without_the_sessions_model_fails_clearly(pytester, serv
     result = pytester.runpytest("--hil-server", f"{host}:{port}", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*does not serve synthetic-extractor*it serves tiny*tiny5*"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# payload mode 2: a model with a static Huffman code (agilenn.json huffman_code_lengths)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_read_spec_takes_the_huffman_code_lengths(tmp_path):
+    from hil.server.remote_model import RemoteModelError, read_spec
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "model.tflite").write_bytes(b"stand-in")
+    (d / "remote.keras").write_bytes(b"stand-in")
+    meta = {"centroids": [0.0] * 8, "bits_per_value": 3, "remote_model": {"input": [None, 2, 2, 2]}}
+    (d / "agilenn.json").write_text(json.dumps(meta))
+    assert read_spec(d).huffman_lengths is None
+    (d / "agilenn.json").write_text(json.dumps(meta | {"huffman_code_lengths": [2, 2, 2, 3, 4, 5, 6, 6]}))
+    assert read_spec(d).huffman_lengths == (2, 2, 2, 3, 4, 5, 6, 6)
+    (d / "agilenn.json").write_text(json.dumps(meta | {"huffman_code_lengths": [1] * 8}))
+    with pytest.raises(RemoteModelError, match="huffman_code_lengths: .*oversubscribed"):
+        read_spec(d)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(120)
+def test_huffman_payloads_are_decoded_with_the_models_lengths(tiny, codec, tmp_path):
+    """The server decodes mode 2 with the model's own lengths; a model without lengths refuses mode 2."""
+    from hil.server import RemoteModel, RemoteServer, ServerConfig
+
+    lengths = [2, 2, 2, 3, 4, 5, 6, 6]
+    model = write_tiny_model(tmp_path / "tinyhuff", (4, 4, 3), 10, [0.1, 0.6, 1.2, 2.0, 2.9, 3.8, 4.9, 5.9], seed=3)
+    meta = json.loads((model.directory / "agilenn.json").read_text())
+    (model.directory / "agilenn.json").write_text(json.dumps(meta | {"huffman_code_lengths": lengths}))
+    plain = tiny[0]
+    rng = np.random.default_rng(4)
+    codes = rng.choice(8, model.n_values, p=[0.37, 0.2, 0.19, 0.13, 0.06, 0.03, 0.015, 0.005]).astype(np.uint8)
+    payload = codec.encode_payload(codes, 3, huffman_lengths=lengths)
+    assert payload[1] == codec.MODE_HUFFMAN
+    config = ServerConfig(max_body=MAX_BODY, max_connections=4, frame_timeout_s=FRAME_TIMEOUT_S, idle_timeout_s=10.0)
+    srv = RemoteServer([RemoteModel.load(model.directory), RemoteModel.load(plain.directory)], config).start()
+    try:
+        with RemoteClient(*srv.address, timeout=10.0) as c:
+            result = c.infer(model.sha256, payload, model.n_values, 3)
+            np.testing.assert_allclose(result.logits, model.reference(codes)[0], rtol=1e-5, atol=1e-5)
+            # stored and LZW payloads still work for a model with lengths
+            for mode in (codec.MODE_STORED, codec.MODE_LZW):
+                other = codec.encode_payload(codes, 3, mode=mode)
+                np.testing.assert_allclose(c.infer(model.sha256, other, model.n_values, 3).logits, result.logits)
+            with pytest.raises(RemoteError) as info:
+                c.infer(plain.sha256, payload, plain.n_values, 3)
+            assert info.value.status == p.Status.BAD_PAYLOAD and "no huffman_code_lengths" in str(info.value)
+            with pytest.raises(RemoteError) as info:
+                c.infer(model.sha256, payload + b"\x00", model.n_values, 3)
+            assert info.value.status == p.Status.BAD_PAYLOAD
+    finally:
+        srv.close()

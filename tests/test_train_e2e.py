@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers_train import tiny_config
 
+from hil.datasets import DatasetError, load_dataset, synthetic_dataset
 from hil.train.config import ConfigError, TrainConfig
-from hil.train.data import DatasetError, load_dataset, synthetic_dataset
 
 ALLOWED_TFLITE_OPS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MEAN", "ADD", "MAX_POOL_2D",
@@ -46,17 +46,21 @@ def test_config_json_round_trip(preset, tmp_path):
 
 def test_presets_share_the_architecture_and_differ_in_schedule():
     cpu, gpu = TrainConfig.cpu(), TrainConfig.gpu()
-    assert (cpu.extractor, cpu.remote_blocks, cpu.remote_width) == (gpu.extractor, gpu.remote_blocks, gpu.remote_width)
+    shape = ("extractor", "local_fraction", "local_kind", "local_hidden", "remote_kind", "remote_plain_widths",
+             "centroids", "quant_min_gap")
+    assert [getattr(cpu, n) for n in shape] == [getattr(gpu, n) for n in shape]
     assert gpu.joint_epochs > cpu.joint_epochs and gpu.ig_train_steps > cpu.ig_train_steps
     assert (cpu.code_noise, gpu.code_noise) == (0.0, 1.0)  # the extra Remote NN view only where time allows
 
 
-def test_default_recipe_payload_is_far_below_the_raw_image():
+def test_default_recipe_payload_before_entropy_coding():
+    # 16x16x16 features, 3 on the device, 13 sent at 3 bits: 1,248 bytes packed, 41% of the raw image; the
+    # entropy coder and the rate term are what bring the payload under 1 KB (checked on the trained model).
     cfg = TrainConfig.cpu()
-    assert (cfg.feature_size, cfg.feature_channels, cfg.k, cfg.bits_per_value) == (8, 24, 5, 3)
-    assert cfg.payload_bits == 8 * 8 * 19 * 3
-    assert cfg.describe()["payload_bytes"] == 456 and cfg.raw_input_bytes == 3072
-    assert cfg.describe()["payload_vs_raw"] < 0.2
+    assert (cfg.feature_size, cfg.feature_channels, cfg.k, cfg.bits_per_value) == (16, 16, 3, 3)
+    assert cfg.payload_bits == 16 * 16 * 13 * 3
+    assert cfg.describe()["payload_bytes"] == 1248 and cfg.raw_input_bytes == 3072
+    assert cfg.reference_cotrain and cfg.ref_epochs == 0 and cfg.aux_weight > 0 and cfg.quant_min_gap > 0
 
 
 @pytest.mark.parametrize(
@@ -65,7 +69,10 @@ def test_default_recipe_payload_is_far_below_the_raw_image():
      {"ig_train_steps": 1, "ig_train_rule": "trapezoid"}, {"ig_train_steps": 0},
      {"extractor": (("pool", 24, 3, 2),)}, {"local_fraction": 1.0}, {"margin_weight": -1.0},
      {"margin_delta": 0.0}, {"code_noise": -1.0}, {"code_noise_consistency": -0.5},
-     {"lam_schedule": ((5, 0.5), (3, 0.2))}, {"lam_schedule": ((0, 0.5),)}, {"lam_schedule": ((5, 1.5),)}],
+     {"lam_schedule": ((5, 0.5), (3, 0.2))}, {"lam_schedule": ((0, 0.5),)}, {"lam_schedule": ((5, 1.5),)},
+     {"remote_kind": "resnet"}, {"reference_kind": "big"}, {"local_kind": "mlp"}, {"remote_plain_widths": ()},
+     {"reference_pool": 3}, {"local_kind": "conv", "local_hidden": 0}, {"quant_min_gap": 1.0},
+     {"rate_weight": -0.1}, {"ig_train_images": -1}],
 )  # fmt: skip
 def test_config_rejects_bad_values(overrides):
     with pytest.raises(ConfigError):
@@ -125,7 +132,7 @@ def test_image_folder_loader(tmp_path):
 @pytest.mark.tf
 def test_augmentation_is_a_flip_plus_a_window_of_the_zero_padded_image():
     tf = pytest.importorskip("tensorflow")
-    from hil.train.data import augment_batch
+    from hil.datasets import augment_batch
 
     images = np.random.default_rng(0).integers(1, 256, size=(16, 32, 32, 3), dtype=np.uint8)
     out = augment_batch(tf.constant(images), tf.constant([7, 1], tf.int64)).numpy()
@@ -147,7 +154,7 @@ def test_augmentation_is_a_flip_plus_a_window_of_the_zero_padded_image():
 @pytest.mark.tf
 def test_pipeline_epochs_are_reproducible_and_differ():
     pytest.importorskip("tensorflow")
-    from hil.train.data import TrainPipeline
+    from hil.datasets import TrainPipeline
 
     data = synthetic_dataset(64, 8)
     pipe = TrainPipeline(data.x_train, data.y_train, 16, input_size=48, seed=3)
@@ -200,7 +207,8 @@ def test_device_and_server_models_reproduce_the_training_graph(tiny_trained):
     out = t.forward(x, training=False)
     device = device_keras_model(t)
     local, remote_channels = device(x)
-    assert local.shape == (4, 10) and remote_channels.shape == (4, 8, 8, t.config.feature_channels - k)
+    fs = t.config.feature_size
+    assert local.shape == (4, 10) and remote_channels.shape == (4, fs, fs, t.config.feature_channels - k)
     np.testing.assert_allclose(local.numpy(), out["local"].numpy(), atol=1e-5)
     np.testing.assert_allclose(remote_channels.numpy(), out["features"].numpy()[..., k:], atol=1e-6)
     server = remote_keras_model(t)
@@ -260,7 +268,7 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
     assert not first.complete
     state = json.loads((run / "state.json").read_text())
     assert (state["stage"], state["epoch"]) == ("joint", 0)
-    assert sorted(state["permutation"]) == list(range(24))
+    assert sorted(state["permutation"]) == list(range(cfg.feature_channels))
     assert (run / state["checkpoint"]).with_suffix(".index").is_file()
     assert [r["stage"] for r in _records(run)] == ["reference", "preprocess"]
 
@@ -275,9 +283,12 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
     # Call 3: resumes the joint stage and finishes.
     final = train(cfg, run, progress=False)
     assert final.complete
-    # Joint training moved the extractor but left the frozen reference NN (weights and BN statistics) alone.
-    for a, b in zip(paused.trained.reference.weights, final.trained.reference.weights, strict=True):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # Joint training moved the extractor, and the co-trained reference NN with it (the recipe's default).
+    assert cfg.reference_cotrain
+    assert any(
+        not np.array_equal(a.numpy(), b.numpy())
+        for a, b in zip(paused.trained.reference.weights, final.trained.reference.weights, strict=True)
+    )
     assert any(
         not np.array_equal(a.numpy(), b.numpy())
         for a, b in zip(paused.trained.extractor.weights, final.trained.extractor.weights, strict=True)
@@ -292,7 +303,7 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
     assert np.isfinite(joint["train_loss"]) and 0.0 < joint["alpha"] < 1.0
 
     ev = final.evaluation
-    assert ev["ig_steps"] >= 20 and ev["payload_bytes"] == 456 and ev["raw_input_bytes"] == 3072
+    assert ev["ig_steps"] >= 20 and ev["payload_bytes"] == cfg.payload_bits / 8 and ev["raw_input_bytes"] == 3072
     for key in ("local_accuracy", "remote_accuracy", "combined_accuracy"):
         assert 0.0 <= ev[key] <= 1.0
     assert ev["device_weight_bytes"] <= 150 * 1024 and ev["device_arena_bytes"] <= 200 * 1024
@@ -304,7 +315,7 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
     for name in ("extractor", "reference", "local_nn", "remote_nn", "device", "server"):
         assert (run / f"{name}.keras").is_file(), name
     meta = json.loads((run / "agilenn.json").read_text())
-    assert meta["k"] == 5 and len(meta["centroids"]) == 8 and 0 < meta["alpha"] < 1
+    assert meta["k"] == cfg.k and len(meta["centroids"]) == 8 and 0 < meta["alpha"] < 1
     assert json.loads((run / "result.json").read_text())["evaluation"] == ev
 
     # The saved parts reload into the same function.
@@ -332,11 +343,14 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
 def test_device_footprint_of_the_default_extractor_by_hand(tiny_trained):
     from hil.train.evaluate import device_footprint
 
-    kernels = 3 * 3 * 3 * 24 + (9 * 24 + 24 * 48) + (9 * 48 + 48 * 48) + (9 * 48 + 48 * 24) + 5 * 10
-    biases = 4 * (24 + (24 + 48) + (48 + 48) + (48 + 24) + 10)  # BN folded: one int32 per output channel
+    # extractor conv 24 / separable 48 / separable 16, then the Local NN on k = 3 channels: 3x3 conv of 4,
+    # stride-2 3x3 conv of 8, GAP, Dense 10
+    kernels = 3 * 3 * 3 * 24 + (9 * 24 + 24 * 48) + (9 * 48 + 48 * 16) + 9 * 3 * 4 + 9 * 4 * 8 + 8 * 10
+    biases = 4 * (24 + (24 + 48) + (48 + 16) + 4 + 8 + 10)  # BN folded: one int32 per output channel
     footprint = device_footprint(tiny_trained)
     assert footprint["weight_bytes"] == kernels + biases
-    assert footprint["arena_bytes"] == 16 * 16 * 24 + 16 * 16 * 48  # the first pointwise conv's in + out
+    # the largest in + out: the second separable layer's depthwise conv, 48 channels in and out at 16x16
+    assert footprint["arena_bytes"] == 16 * 16 * 48 + 16 * 16 * 48
 
 
 @pytest.mark.parametrize(
@@ -355,6 +369,7 @@ def test_joint_training_with_an_optional_loss_term_logs_it(tmp_path, overrides, 
     for r in joint:  # the logged loss is the one trained on: the term enters with its weight
         lam = r["lam"]
         expected = lam * r["train_ce"] + (1 - lam) * (r["train_skew_loss"] + r["train_disorder_loss"])
+        expected += cfg.aux_weight * r["train_aux_loss"] + r["rate_weight"] * r["train_rate_loss"]
         assert r["train_loss"] == pytest.approx(expected + weight * r[f"train_{term}"], rel=1e-4)
 
 
@@ -383,4 +398,7 @@ def test_lam_schedule_changes_the_loss_from_its_joint_epoch_on(tmp_path):
     for r in joint:  # the logged loss is the one trained on, with that epoch's lam
         lam = r["lam"]
         expected = lam * r["train_ce"] + (1 - lam) * (r["train_skew_loss"] + r["train_disorder_loss"])
+        expected += cfg.aux_weight * r["train_aux_loss"] + r["rate_weight"] * r["train_rate_loss"]
         assert r["train_loss"] == pytest.approx(expected, rel=1e-4)
+    # the rate term is off before rate_from_epoch (4: after this run's last epoch)
+    assert [r["rate_weight"] for r in joint] == [0.0, 0.0, 0.0]

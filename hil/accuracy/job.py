@@ -10,7 +10,7 @@ Per image:
    exactly: local logits, decoded codes and payload bytes;
 4. remote logits: the server's Remote NN on the device's payload (`RemoteEndpoint`: the `remote_model`
    fixture, or a `ServerModel` for a `RemoteClient`);
-5. combined = alpha * dequantized local + (1 - alpha) * remote, float32, as trained (hil.train.layers.Alpha).
+5. combined = alpha * dequantized local + (1 - alpha) * remote, float32, as trained (hil.agilenn.layers.Alpha).
 Then, for the whole set at once, the float Keras pipeline (`FloatPipeline`) on the same images; agreement is
 the share of images whose combined argmax is the same in both.
 """
@@ -31,11 +31,14 @@ import numpy as np
 
 from hil import paths
 from hil.accuracy.subset import ImageSet
+from hil.agilenn.quant import Quant
+from hil.datasets import to_model_input
 from hil.dut import EMULATED_TARGETS
-from hil.export.agilenn import Quant, wilson_interval
+from hil.export.agilenn import float_device_model
 from hil.measure.measurement import Measurement, Provenance
-from hil.offload.codec import PayloadError, decode_payload, encode_payload
+from hil.offload.codec import PayloadError, decode_payload, encode_payload, huffman_lengths_of
 from hil.offload.value_codes import ValueCodes
+from hil.stats import agreement_by_part, wilson_interval
 
 if TYPE_CHECKING:
     import keras
@@ -86,6 +89,7 @@ class AgileSpec:
     remote_index: int
     local_quant: Quant
     remote_shape: tuple[int, ...]  # (1, H, W, C - k)
+    huffman_lengths: list[int] | None = None  # the payload's static Huffman code (OFFLOAD.md mode 2), if any
 
     @property
     def n_values(self) -> int:
@@ -117,6 +121,7 @@ class AgileSpec:
                 remote_index=int(remote["index"]),
                 local_quant=Quant(float(local["scale"]), int(local["zero_point"])),
                 remote_shape=tuple(int(d) for d in remote["shape"]),
+                huffman_lengths=huffman_lengths_of(meta),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise AccuracyError(f"{meta_path}: {type(exc).__name__}: {exc}") from None
@@ -173,7 +178,8 @@ class HostInt8:
         outputs = self.reference.run([x])
         remote = outputs[self.spec.remote_index].reshape(-1)
         codes = self.spec.value_codes.codes(remote)
-        return HostStep(outputs[self.spec.local_index], codes, encode_payload(codes, self.spec.bits))
+        payload = encode_payload(codes, self.spec.bits, huffman_lengths=self.spec.huffman_lengths)
+        return HostStep(outputs[self.spec.local_index], codes, payload)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,7 +197,7 @@ class FloatLogits:
 class FloatPipeline:
     """FLOAT_PIPELINE (module constant) for an AgileNN model directory. `origin` says where the float device
     part came from: the export's device_float.keras, or (older exports without it) the training run named by
-    the card's `source_run`, rebuilt with hil.train.layers.device_keras_model."""
+    the card's `source_run`, rebuilt with hil.export.agilenn.float_device_model."""
 
     def __init__(self, spec: AgileSpec, device: keras.Model, remote: keras.Model, origin: str) -> None:
         self.spec = spec
@@ -209,7 +215,9 @@ class FloatPipeline:
         """Raises AccuracyError when neither device_float.keras nor the training run is available."""
         import keras
 
-        import hil.train.layers as layers  # registers the custom layers (ChannelSlice, ...) before loading
+        # Registers the custom layers (ChannelSlice, ...) before loading; here, not at the top, because it
+        # imports TensorFlow, which the host-only parts of the job (and `hil accuracy --help`) do without.
+        import hil.agilenn.layers  # noqa: F401
 
         model_dir = spec.model_dir
         remote = keras.models.load_model(model_dir / "remote.keras", compile=False)
@@ -220,13 +228,10 @@ class FloatPipeline:
         if run_dir is None:
             raise AccuracyError(f"{model_dir} has no device_float.keras (exported before it existed) and its "
                                 "training run is not here; re-export it with hil export to get the float pipeline")
-        trained = layers.load_trained(run_dir)
-        return cls(spec, layers.device_keras_model(trained), remote,
+        return cls(spec, float_device_model(run_dir), remote,
                    f"training run {paths.display(run_dir)} (the export has no device_float.keras)")
 
     def logits(self, images: np.ndarray, batch: int = FLOAT_BATCH) -> FloatLogits:
-        from hil.train.data import to_model_input
-
         c = self.spec.centroids
         parts: dict[str, list[np.ndarray]] = {"local": [], "remote": []}
         for start in range(0, len(images), batch):
@@ -552,7 +557,8 @@ def run_accuracy(
                             f"{spec.n_values} of {spec.bits}")
         else:
             try:
-                codes = decode_payload(step.payload, step.n_values, step.bits, max_output=spec.n_values)
+                codes = decode_payload(step.payload, step.n_values, step.bits, max_output=spec.n_values,
+                                       huffman_lengths=spec.huffman_lengths)
             except PayloadError as exc:
                 problems.append(f"payload does not decode: {exc}")
         problems += compare(step.local_logits, codes, step.payload, golden)
@@ -592,24 +598,6 @@ def split_agreement(spec: AgileSpec, local_q: np.ndarray, remote_logits: np.ndar
                     flt: FloatLogits) -> dict[str, float]:
     """agreement_by_part for a device run: its int8 local logits and the remote logits of its codes."""
     return agreement_by_part(spec.alpha, flt.local, flt.remote, spec.local_quant.dequantize(local_q), remote_logits)
-
-
-def agreement_by_part(alpha: float, local_float: np.ndarray, remote_float: np.ndarray, local_int8: np.ndarray,
-                      remote_int8: np.ndarray) -> dict[str, float]:
-    """Agreement with the float combined prediction when only the local logits are the int8 device part's, and
-    when only the remote logits come from its codes: which side of the split a disagreement comes from. Local
-    logits dequantized; an image without int8 remote logits (NaN) counts as a disagreement."""
-    a = np.float32(alpha)
-    b = np.float32(1.0) - a
-    remote_int8 = np.asarray(remote_int8, np.float32)
-    float_pred = np.argmax(a * local_float + b * remote_float, axis=-1)
-    local_only = np.argmax(a * local_int8 + b * remote_float, axis=-1)
-    codes_only = np.argmax(a * local_float + b * remote_int8, axis=-1)
-    codes_ok = np.isfinite(remote_int8).all(axis=-1)
-    return {
-        "int8_local_logits_only": float(np.mean(local_only == float_pred)),
-        "int8_codes_only": float(np.mean((codes_only == float_pred) & codes_ok)),
-    }
 
 
 def sha256_of(path: Path) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hil import paths
+from hil.datasets import DatasetError, load_dataset
 
 SUBSET_PATH = paths.FIXTURES / "cifar10" / "test-subset-500.npz"
 # The project's CIFAR-10 copy (../shared/datasets/cifar10/README.md), outside the repository.
@@ -140,8 +141,6 @@ def load_subset(path: Path = SUBSET_PATH) -> ImageSet:
 def load_test_set(data: Path | str = DEFAULT_DATA) -> ImageSet:
     """The whole test set of a data set (a .npz with x_test/y_test, an image folder, or 'cifar10' when cached),
     with the loader's provenance. Never downloads."""
-    from hil.train.data import DatasetError, load_dataset
-
     try:
         dataset = load_dataset(data, allow_download=False)
     except DatasetError as exc:

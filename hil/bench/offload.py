@@ -53,6 +53,7 @@ from hil.bench import paper as paper_figures
 from hil.bench.costmodel import VARIANT_LABELS, VARIANTS, CostTable, ModelCost
 from hil.measure.link import LINKS, link_by_key
 from hil.measure.measurement import PROVENANCES, Measurement
+from hil.stats import wilson_interval
 from hil.targets.registry import EMULATED_TARGETS, PROVENANCE, TARGETS
 
 if TYPE_CHECKING:
@@ -459,10 +460,14 @@ class Stepper:
         kind = plan.system.kind
         self.reference = None
         self.agile = None
+        self.huffman_lengths: list[int] | None = None  # the model's static Huffman code (payload mode 2)
         if kind == "agilenn":
             from hil.accuracy.job import AgileSpec, HostInt8
+            from hil.offload.codec import huffman_lengths_of
 
             self.agile = HostInt8(AgileSpec.load(plan.system.directory))
+            self.huffman_lengths = huffman_lengths_of(
+                json.loads((Path(plan.system.directory) / "agilenn.json").read_text()))
         elif kind in ("encoder", "partition", "full_local"):
             from hil.model.reference import TflmReference
 
@@ -495,7 +500,8 @@ class Stepper:
         codes = None
         if not problems:
             try:
-                codes = decode_payload(r.payload, r.n_values, r.bits, max_output=self.plan.n_values)
+                codes = decode_payload(r.payload, r.n_values, r.bits, max_output=self.plan.n_values,
+                                       huffman_lengths=self.huffman_lengths)
             except PayloadError as exc:
                 problems.append(f"payload does not decode: {exc}")
         if kind == "agilenn":
@@ -705,8 +711,6 @@ def _mean(values: Sequence[float]) -> float:
 
 def build_row(plan: Plan, run: SystemRun, *, target: str, links: Sequence[str], cost: CostTable,
               server_machine: str, power_w: float, power_detail: str) -> Row:
-    from hil.export.agilenn import wilson_interval
-
     system = plan.system
     row = Row(system.name, system.kind, paths.display(system.directory), paths=dict(plan.paths),
               notes=list(plan.notes), device=run.info)

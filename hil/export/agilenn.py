@@ -31,16 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hil.agilenn.quant import Quant
+from hil.datasets import Dataset, eval_pipeline, load_dataset, to_model_input
 from hil.export.common import (
     ExportError,
     FinishedRun,
     Laps,
-    Quant,
     card_head,
     check_out_dir,
     convert_int8,
     exported_at,
-    hist_entropy_bits,
     int8_quants,
     op_counts,
     pct,
@@ -51,12 +51,12 @@ from hil.export.common import (
     version,
     write_card,
 )
+from hil.stats import hist_entropy_bits, wilson_interval
 from hil.train.config import TrainConfig
 
 if TYPE_CHECKING:
     import keras
 
-    from hil.train.data import Dataset
     from hil.train.layers import TrainedAgileNN
 
 EXPORT_FORMAT = "agilenn-export/1"
@@ -64,24 +64,13 @@ OUTPUT_NAMES = ("local_logits", "remote_features")  # the fixed output order of 
 DEVICE_FILES = ("model.tflite", "hil_model.c", "model.json", "hil_offload.c")
 EXPORT_FILES = (*DEVICE_FILES, "remote.keras", "device_float.keras", "agilenn.json", "README.md", "card.json")
 CALIBRATION_IMAGES = 300
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 EVAL_BATCH = 500
+HUFFMAN_TRAIN_IMAGES = 10000  # training images whose code counts give the payload's Huffman code lengths
 
 
 # ---------------------------------------------------------------------------------------------------------
 # small, TensorFlow-free pieces (unit-testable on their own)
 # ---------------------------------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (well-behaved near 0 and 1, unlike the normal one)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1.0 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
 
 
 def centroid_lookup(centroids: Sequence[float], remote: Quant) -> np.ndarray:
@@ -181,8 +170,6 @@ class RunFiles(FinishedRun):
 
 def run_dataset(run: RunFiles, data: Dataset | None) -> Dataset:
     """The run's data set, checked to be the one it was trained and evaluated on."""
-    from hil.train.data import load_dataset
-
     cfg = run.config
     dataset = data if data is not None else load_dataset(cfg.dataset, allow_download=False)
     as_trained = dataset.limit(cfg.train_limit, cfg.test_limit)
@@ -221,8 +208,6 @@ def calibration_images(x_train: np.ndarray, count: int, seed: int) -> tuple[np.n
 
 def model_input(images: np.ndarray, input_size: int, batch: int = EVAL_BATCH) -> Iterator[np.ndarray]:
     """uint8 images -> float32 model input (x / 255, resized like training when the size differs), in batches."""
-    from hil.train.data import to_model_input
-
     for start in range(0, len(images), batch):
         yield to_model_input(images[start : start + batch], input_size).numpy()
 
@@ -232,6 +217,7 @@ def convert_device_int8(trained: TrainedAgileNN, calibration: np.ndarray) -> byt
     remote_features]. calibration: float32 model inputs for the representative dataset."""
     import keras
 
+    # hil.train.layers imports TensorFlow: imported when called, so that importing the exporter stays cheap.
     from hil.train.layers import device_keras_model
 
     cfg = trained.config
@@ -317,11 +303,33 @@ def server_logits(
     return {"local": local, "remote": remote, "combined": a * local + (np.float32(1.0) - a) * remote, "codes": codes}
 
 
+def float_device_model(run_dir: Path | str) -> keras.Model:
+    """The float device part of a finished training run (device_float.keras as the export writes it), for
+    exports made before device_float.keras existed; the accuracy job's fallback."""
+    # hil.train.layers imports TensorFlow: imported when called, so that importing the exporter stays cheap.
+    from hil.train.layers import device_keras_model, load_trained
+
+    return device_keras_model(load_trained(run_dir))
+
+
+def training_code_counts(
+    trained: TrainedAgileNN, x_u8: np.ndarray, remote_q: Quant, lookup: np.ndarray, n_codes: int
+) -> np.ndarray:
+    """How often each code is sent for these training images: the float extractor's remote channels on the
+    int8 output grid, through the device's int8 -> code table (the export's Huffman statistics; the float
+    extractor stands in for the int8 one, whose codes agree on all but a fraction of a percent)."""
+    counts = np.zeros(n_codes, np.int64)
+    k = trained.config.k
+    for xb in model_input(x_u8, trained.config.input_size):
+        remote = trained.extractor(xb, training=False).numpy()[..., k:]
+        q = np.clip(np.round(remote / remote_q.scale) + remote_q.zero_point, -128, 127).astype(np.int16)
+        counts += np.bincount(lookup[q + 128].reshape(-1), minlength=n_codes)
+    return counts
+
+
 def float_logits(trained: TrainedAgileNN, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """The float Keras pipeline (hard quantizer, as the server sees it): local, remote and combined logits."""
     import tensorflow as tf
-
-    from hil.train.data import eval_pipeline
 
     @tf.function(reduce_retracing=True)
     def step(xb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -375,6 +383,7 @@ def export_agilenn(
     dataset = run_dataset(run, data)
     # TensorFlow only now: a wrong run directory or data set is reported in a fraction of a second.
     from hil.model.compiler import compile_tflite
+    from hil.offload.codec import encode_payload, huffman_code_lengths
     from hil.offload.codegen import write_offload_c
     from hil.train.layers import device_keras_model, load_trained
 
@@ -409,6 +418,11 @@ def export_agilenn(
     # The float device part, so the float pipeline (hil.accuracy) can run from the model directory alone.
     device_keras_model(trained).save(out_dir / "device_float.keras")
 
+    # --- the payload's static Huffman code: lengths from the training set's code frequencies ---
+    train_codes = training_code_counts(trained, x_train[:HUFFMAN_TRAIN_IMAGES], io_.remote, lookup, len(centroids))
+    huffman_lengths = huffman_code_lengths(train_codes)
+    t = lap("huffman", t)
+
     # --- accuracy: float pipeline, then the int8 device part through TFLM ---
     flt = float_logits(trained, x_test, y_test)
     t = lap("float_eval", t)
@@ -418,6 +432,10 @@ def export_agilenn(
     n = len(y_test)
     correct_int8 = int(np.sum(np.argmax(srv["combined"], -1) == y_test))
     code_hist = np.bincount(srv["codes"].reshape(-1), minlength=len(centroids))
+    # Every test image's payload as the device sends it (encode_payload is byte-identical to offload.c).
+    payload_sizes = np.array([len(encode_payload(codes.reshape(-1), cfg.bits_per_value,
+                                                 huffman_lengths=huffman_lengths)) for codes in srv["codes"]])
+    t = lap("payload", t)
 
     evaluation = run.result["evaluation"]
     values_per_inference = cfg.feature_size**2 * cfg.remote_channels
@@ -505,6 +523,8 @@ def export_agilenn(
             "order": "NHWC codes of remote_features, before lossless compression",
         },
         "remote_model": {"file": "remote.keras", "input": [None, *io_.remote_shape[1:]], "output": "logits"},
+        # OFFLOAD.md mode 2: from the code counts of the first HUFFMAN_TRAIN_IMAGES training images.
+        "huffman_code_lengths": huffman_lengths,
     }
     (out_dir / "agilenn.json").write_text(json.dumps(agilenn, indent=2) + "\n")
     write_offload_c(agilenn, compiled.to_json(), out_dir)  # INFER_OFFLOAD: quantize + compress on the device
@@ -539,6 +559,18 @@ def export_agilenn(
             # Empirical code entropy over the int8 device part's codes: a bound for lossless compression.
             "entropy_bytes": hist_entropy_bits(code_hist) * values_per_inference / 8,
             "code_histogram": code_hist.tolist(),
+            "code_usage": (code_hist / max(int(code_hist.sum()), 1)).round(5).tolist(),
+            "entropy_bits_per_value": hist_entropy_bits(code_hist),
+            "huffman_code_lengths": huffman_lengths,
+            "huffman_from": f"code counts of {min(len(x_train), HUFFMAN_TRAIN_IMAGES)} training images "
+            "(float extractor, int8 grid)",
+            # What the device actually sends: its encoder's bytes (header included) over every test image.
+            "compressed_mean_bytes": float(payload_sizes.mean()) if n else float("nan"),
+            "compressed_p90_bytes": float(np.percentile(payload_sizes, 90)) if n else float("nan"),
+            "compressed_max_bytes": int(payload_sizes.max()) if n else 0,
+            "compressed_vs_raw": float(payload_sizes.mean()) / cfg.raw_input_bytes if n else float("nan"),
+            "compressed_measured": f"hil.offload.codec.encode_payload (byte-identical to the device's encoder) on "
+            f"the int8 device part's codes of {n} test images",
         },
         "device": {
             "weights_bytes": compiled.weights_bytes,
@@ -574,7 +606,7 @@ def export_agilenn(
             "alpha_temperature": float(run.meta["alpha_temperature"]),
         },
         "training": run.training_summary() | {"config": _config_summary(cfg)},
-        # The Remote NN after `hil finetune` (hil.train.finetune), or null when it is the joint-trained one.
+        # The Remote NN after `hil finetune` (hil.export.finetune), or null when it is the joint-trained one.
         "server_finetune": finetune,
         "float_evaluation_at_training": {
             k_: evaluation[k_]
@@ -598,7 +630,7 @@ def export_agilenn(
 
 def _finetune_record(run_dir: Path, tflite: bytes, calibration_count: int, seed: int) -> dict[str, Any] | None:
     """The card's `server_finetune`: finetune.json's summary, after checking that the Remote NN was fine-tuned
-    on the codes of this very int8 device part (hil.train.finetune converts with the export's defaults)."""
+    on the codes of this very int8 device part (hil.export.finetune converts with the export's defaults)."""
     import hashlib
 
     path = run_dir / "finetune.json"
@@ -760,7 +792,6 @@ Next: {limits.get("next_steps", "")}
 __all__ = [
     "DeviceIO",
     "ExportError",
-    "Quant",
     "RunFiles",
     "calibration_images",
     "centroid_lookup",
@@ -768,11 +799,11 @@ __all__ = [
     "convert_device_int8",
     "device_inputs",
     "export_agilenn",
+    "float_device_model",
     "float_logits",
     "keras_macs",
     "order_outputs_by_shape",
     "reorder_outputs",
     "run_int8_tflm",
     "server_logits",
-    "wilson_interval",
 ]

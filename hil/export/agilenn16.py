@@ -22,18 +22,27 @@ from typing import Any
 
 import numpy as np
 
+from hil.export.agilenn import (
+    CALIBRATION_IMAGES,
+    EVAL_BATCH,
+    OUTPUT_NAMES,
+    calibration_images,
+    model_input,
+    order_outputs_by_shape,
+)
 from hil.export.common import (
     ExportError,
     Laps,
+    convert_int8,
     display_path,
     exported_at,
-    hist_entropy_bits,
     sha256_file,
     tflm_outputs,
     tflm_runtime,
     top1,
     write_card,
 )
+from hil.stats import hist_entropy_bits, wilson_interval
 
 DEVICE_FILES = ("model.tflite", "hil_model.c", "model.json", "hil_offload.c")
 COPIED = ("remote.keras", "device_float.keras")
@@ -43,8 +52,6 @@ ACTIVATIONS_NOTE = "16x8: int8 weights (per channel), int16 activations (zero po
 
 def _wrapper(device: Any, input_shape: tuple[int, ...]) -> Any:
     import keras
-
-    from hil.export.agilenn import OUTPUT_NAMES
 
     image = keras.Input(input_shape, batch_size=1, name="image")
     local, remote = device(image)
@@ -79,18 +86,12 @@ def export_agilenn_16x8(
     """Writes the 16x8 re-export of the AgileNN export `source` into out_dir; returns its card."""
     import keras
 
-    import hil.train.layers  # noqa: F401  (registers the custom layers device_float.keras holds)
+    # Registers the custom layers device_float.keras holds; imported here, not at the top, because it imports
+    # TensorFlow (like keras above), which `hil export --help` and the card readers do without.
+    import hil.agilenn.layers  # noqa: F401
     from hil.check import InputSpec, quantize_images
-    from hil.export.agilenn import (
-        CALIBRATION_IMAGES,
-        EVAL_BATCH,
-        calibration_images,
-        model_input,
-        order_outputs_by_shape,
-        wilson_interval,
-    )
-    from hil.export.common import convert_int8
     from hil.model.compiler import compile_tflite
+    from hil.offload.codec import encode_payload, huffman_lengths_of
     from hil.offload.codegen import write_offload_c
     from hil.offload.value_codes import ValueCodes
 
@@ -181,6 +182,24 @@ def export_agilenn_16x8(
         "note": "int8 in these keys means the quantized device part, which here is 16x8",
     }
     hist = np.bincount(codes.reshape(-1), minlength=len(centroids))
+    # This device part's own codes through the device's encoder (the source's Huffman lengths, if any).
+    sizes = np.array([len(encode_payload(cs.reshape(-1), int(meta["bits_per_value"]),
+                                         huffman_lengths=huffman_lengths_of(meta))) for cs in codes])
+    payload = {
+        **src_card.get("payload", {}),
+        "code_histogram": hist.tolist(),
+        "code_usage": (hist / max(int(hist.sum()), 1)).round(5).tolist(),
+        "code_entropy_bits_per_value": hist_entropy_bits(hist),
+        "entropy_bits_per_value": hist_entropy_bits(hist),
+    }
+    if n:
+        payload |= {
+            "compressed_mean_bytes": float(sizes.mean()),
+            "compressed_p90_bytes": float(np.percentile(sizes, 90)),
+            "compressed_max_bytes": int(sizes.max()),
+            "compressed_measured": f"hil.offload.codec.encode_payload (byte-identical to the device's encoder) "
+            f"on the 16x8 device part's codes of {n} test images",
+        }
     card: dict[str, Any] = {
         "name": name,
         "kind": "agilenn",
@@ -194,7 +213,7 @@ def export_agilenn_16x8(
         "accuracy": accuracy,
         "skewness": src_card["skewness"],  # the float network's, unchanged by re-quantizing
         "payload_bits": src_card["payload_bits"],
-        "payload": {**src_card.get("payload", {}), "code_entropy_bits_per_value": hist_entropy_bits(hist)},
+        "payload": payload,
         "device": {
             "weights_bytes": compiled.weights_bytes,
             "arena_bytes": compiled.arena_bytes,

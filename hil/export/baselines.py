@@ -32,16 +32,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hil.agilenn.quant import Quant
+from hil.datasets import Dataset, eval_pipeline, load_dataset, resolve_path, to_model_input
 from hil.export import common
-from hil.export.agilenn import calibration_images, centroid_lookup, device_inputs, keras_macs, wilson_interval
-from hil.export.common import ExportError, FinishedRun, Quant, pct
+from hil.export.agilenn import calibration_images, centroid_lookup, device_inputs, keras_macs
+from hil.export.common import ExportError, FinishedRun, pct
+from hil.stats import hist_entropy_bits, wilson_interval
+from hil.train.baseline_config import BaselineConfig
 
 if TYPE_CHECKING:
     import keras
 
     from hil.model.compiler import CompiledModel
     from hil.train.baselines import BaselineModel
-    from hil.train.data import Dataset
 
 EXPORT_FORMAT = "agilenn-baseline-export/1"
 DEVICE_FILES = ("model.tflite", "hil_model.c", "model.json")
@@ -186,13 +189,11 @@ def size_summary(sizes: dict[str, np.ndarray], mask: np.ndarray | None = None) -
 
 def entropy_bits(values: np.ndarray, symbols: int) -> float:
     """Empirical entropy (bits per value) of non-negative integer values."""
-    return common.hist_entropy_bits(np.bincount(np.asarray(values).reshape(-1), minlength=symbols))
+    return hist_entropy_bits(np.bincount(np.asarray(values).reshape(-1), minlength=symbols))
 
 
 def exact_test_mask(dataset_spec: str, n: int) -> np.ndarray | None:
     """The project's hybrid CIFAR-10 copy marks its byte-exact test images (exact_test); None elsewhere."""
-    from hil.train.data import resolve_path
-
     path = resolve_path(dataset_spec)
     if not (path.is_file() and path.suffix == ".npz"):
         return None
@@ -213,8 +214,6 @@ class BaselineRun(FinishedRun):
 
     @classmethod
     def read(cls, run_dir: Path) -> BaselineRun:
-        from hil.train.baseline_config import BaselineConfig
-
         return cls.read_files(run_dir, BaselineConfig, "baseline.json", "baseline run", "hil baseline train")
 
     def training_summary(self) -> dict[str, Any]:
@@ -288,8 +287,6 @@ def run_tflm(tflite: bytes, images: np.ndarray, input_size: int, input_q: Quant)
 def float_logits(model: BaselineModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The Keras float model as trained (partition: split fake-quantized to 8 bits; encoder: hard quantizer)."""
     import tensorflow as tf
-
-    from hil.train.data import eval_pipeline
 
     step = tf.function(lambda xb: model.forward(xb, training=False), reduce_retracing=True)
     parts = [step(xb).numpy() for xb, _ in eval_pipeline(x, y, EVAL_BATCH, input_size=model.config.input_size)]
@@ -382,7 +379,6 @@ def build_device_part(
     """Converts the device part to int8 (model.tflite), compiles it (hil_model.c, model.json) and runs every
     test image through TFLM."""
     from hil.model.compiler import compile_tflite
-    from hil.train.data import to_model_input
 
     cfg = model.config
     calib_u8, patched = calibration_images(x_train, calibration_count, seed)
@@ -503,8 +499,8 @@ def export_baseline(
     """
     import keras
 
+    # hil.train.baselines and hil.train.layers import TensorFlow: imported when called, like keras above.
     from hil.train.baselines import load_baseline
-    from hil.train.data import load_dataset
     from hil.train.layers import count_params
 
     if edge_codec not in EDGE_CODECS:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 
 from hil import paths
+from hil.agilenn.quant import Quant
 from hil.export.cards import UNHASHED, load_card, sha256_file
 
 if TYPE_CHECKING:
@@ -31,28 +32,6 @@ if TYPE_CHECKING:
 
 class ExportError(ValueError):
     """The run directory cannot be exported as asked (unfinished run, other data, unexpected conversion)."""
-
-
-@dataclass(frozen=True)
-class Quant:
-    """Per-tensor int8 quantization: real = scale * (q - zero_point)."""
-
-    scale: float
-    zero_point: int
-
-    def dequantize(self, q: np.ndarray) -> np.ndarray:
-        # float32 like the TFLite/TFLM dequantize, so the host reproduces the same floats.
-        return np.float32(self.scale) * (np.asarray(q, np.int32) - self.zero_point).astype(np.float32)
-
-    def quantize(self, real: np.ndarray) -> np.ndarray:
-        """Round half up (TFLite's quantize of a float input), saturated to int8."""
-        q = np.floor(np.asarray(real, np.float64) / self.scale + 0.5) + self.zero_point
-        return np.clip(q, -128, 127).astype(np.int8)
-
-    def uint8_exact(self) -> bool:
-        """True when quantizing u / 255 gives exactly u - 128 for all 256 u (the firmware's input path)."""
-        u = np.arange(256)
-        return bool(np.array_equal(self.quantize(u / 255.0).astype(np.int16), u - 128))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,15 +179,6 @@ def tflm_outputs(tflite: bytes, batches: Iterable[np.ndarray], count: int) -> tu
 def top1(logits: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy (NaN without samples)."""
     return float(np.mean(np.argmax(logits, axis=-1) == y)) if len(y) else float("nan")
-
-
-def hist_entropy_bits(hist: np.ndarray) -> float:
-    """Entropy in bits per value of a histogram of counts."""
-    total = hist.sum()
-    if total == 0:
-        return 0.0
-    p = hist[hist > 0] / total
-    return float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no "-0.0" in the card
 
 
 def op_counts(compiled: CompiledModel) -> dict[str, int]:

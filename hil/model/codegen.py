@@ -28,14 +28,17 @@ from hil.model.lowering.fast import VENDOR_KERNELS
 # counts DEFAULT_KERNEL_CODE_BYTES.
 KERNEL_CODE_BYTES: dict[str, int] = {
     "hil_add": 737,
+    "hil_add_table": 349,
     "hil_average_pool_2d": 491,
     "hil_concatenation": 111,
     "hil_conv_2d": 613,
     "hil_conv_2d_16x8": 734,
     "hil_conv_2d_1x1": 1745,
     "hil_conv_2d_1x1_16x8": 1587,
+    "hil_conv_2d_1x1_u8": 3183,
     "hil_conv_2d_patch": 1976,
     "hil_conv_2d_patch_16x8": 1849,
+    "hil_conv_2d_patch_u8": 3478,
     "hil_depthwise_conv_2d": 641,
     "hil_depthwise_conv_2d_16x8": 758,
     "hil_depthwise_conv_2d_3x3": 2548,

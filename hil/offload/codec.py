@@ -4,14 +4,18 @@ This is the reference implementation of the format; the device's encoder (device
 produce the same bytes as `encode_payload()` for the same codes (tests/test_offload_codec.py checks that), and
 the server decodes with `decode_payload()`.
 
-A payload is a 4-byte header and a body in one of two modes:
+A payload is a 4-byte header and a body in one of three modes:
 
 - LZW (mode 1): LZW directly over the `bits`-bit code alphabet (not over packed bytes), variable-width codes
   from `bits + 1` up to 12 bits, LSB-first, CLEAR when the dictionary is full, END at the end;
-- stored (mode 0): the codes bit-packed, `bits` each, LSB-first (`pack_bits`).
+- stored (mode 0): the codes bit-packed, `bits` each, LSB-first (`pack_bits`);
+- static Huffman (mode 2, only for a model whose agilenn.json has `huffman_code_lengths`): every code
+  written as its canonical Huffman code (`canonical_codes`), most significant bit first, into the LSB-first
+  stream (DEFLATE's convention). The lengths are fixed per model at export time (`huffman_code_lengths` of
+  the training set's code counts); encoder and decoder both take them as an argument.
 
-The encoder sends whichever is smaller (LZW only when strictly smaller), so a payload is never larger than
-the packed codes plus the header, whatever the data (random codes expand under LZW).
+The encoder sends whichever is smallest (ties: stored, then Huffman, then LZW), so a payload is never larger
+than the packed codes plus the header, whatever the data (random codes expand under LZW).
 
 The decoder never trusts the data: every length, code and bound is checked while decoding, the output may
 not exceed `min(n_values, max_output)` at any point, and anything wrong raises `PayloadError`.
@@ -19,7 +23,9 @@ not exceed `min(n_values, max_output)` at any point, and anything wrong raises `
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +35,19 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "LZW_MAX_CODE_BITS",
+    "HUFFMAN_LENGTHS_KEY",
+    "HUFFMAN_MAX_CODE_LEN",
+    "MODE_HUFFMAN",
     "MODE_LZW",
     "MODE_STORED",
     "PayloadError",
+    "canonical_codes",
+    "check_huffman_lengths",
     "decode_payload",
     "encode_payload",
+    "huffman_code_lengths",
+    "huffman_encode",
+    "huffman_lengths_of",
     "lzw_encode",
     "pack_bits",
     "payload_bound",
@@ -44,7 +58,10 @@ __all__ = [
 FORMAT_VERSION = 1
 MODE_STORED = 0
 MODE_LZW = 1
-HEADER_SIZE = 4  # u8 version, u8 mode, u8 bits, u8 max code bits (0 when stored)
+MODE_HUFFMAN = 2
+HEADER_SIZE = 4  # u8 version, u8 mode, u8 bits, u8 max code bits (LZW: W; Huffman: longest code length; stored: 0)
+HUFFMAN_MAX_CODE_LEN = 15  # as the device's HIL_OFFLOAD_HUFFMAN_MAX_LEN (and DEFLATE)
+HUFFMAN_LENGTHS_KEY = "huffman_code_lengths"  # agilenn.json: one length per code 0..2**bits - 1
 LZW_MAX_CODE_BITS = 12  # dictionary of 4096 codes, as the device's HIL_OFFLOAD_LZW_MAX_BITS
 LZW_CODE_BITS_LIMIT = 16  # the largest max-code-bits a decoder accepts
 CLEAR_OFFSET = 0  # CLEAR = 2**bits + 0
@@ -192,38 +209,226 @@ def lzw_encode(codes: np.ndarray | Iterable[int], bits: int = 3, max_code_bits: 
     return writer.finish()
 
 
+# ---- static canonical Huffman (mode 2) ----
+
+
+def huffman_code_lengths(counts: Sequence[int] | np.ndarray, max_len: int = HUFFMAN_MAX_CODE_LEN) -> list[int]:
+    """Optimal length-limited Huffman code lengths (package-merge) for symbols 0..len(counts)-1.
+
+    The weights are `counts[s] + 1`, so a symbol never seen (count 0) still gets a code and any data can be
+    encoded. Every length is within 1..max_len and the code is complete (Kraft sum exactly 1); the total
+    weighted length is the smallest any prefix code with lengths <= max_len achieves. Deterministic ties: the
+    leaves are ordered by ascending weight and, on equal weights, descending symbol; at each merge of the
+    leaves with the packages an equal weight puts the leaf first (a stable sort); the length of a symbol is
+    the number of times it appears in the first 2n - 2 items of the last list. So among equal weights a lower
+    symbol never gets a longer code (counts [0, 0, 0] -> [1, 2, 2]). The exporter calls this with the training
+    set's code counts (`np.bincount(codes, minlength=2**bits)`) and writes the result to agilenn.json's
+    `huffman_code_lengths`.
+    """
+    weights = [int(c) for c in np.asarray(counts).reshape(-1).tolist()]
+    n = len(weights)
+    if n < 2:
+        raise ValueError(f"need at least 2 symbols, not {n}")
+    if any(w < 0 for w in weights):
+        raise ValueError("counts must be >= 0")
+    if isinstance(max_len, bool) or not 1 <= int(max_len) <= HUFFMAN_MAX_CODE_LEN or n > 1 << int(max_len):
+        raise ValueError(f"max_len {max_len!r} must be within 1..{HUFFMAN_MAX_CODE_LEN} and 2**max_len >= {n}")
+    weights = [w + 1 for w in weights]
+    order = sorted(range(n), key=lambda s: (weights[s], -s))
+    leaves = []
+    for s in order:
+        one = np.zeros(n, np.int64)
+        one[s] = 1
+        leaves.append((weights[s], one))
+    current = list(leaves)
+    for _ in range(int(max_len) - 1):
+        pairs = range(0, len(current) - 1, 2)
+        packages = [(current[i][0] + current[i + 1][0], current[i][1] + current[i + 1][1]) for i in pairs]
+        current = sorted(leaves + packages, key=lambda item: item[0])  # stable: leaves before packages on ties
+    lengths = np.sum([v for _, v in current[: 2 * n - 2]], axis=0)
+    return [int(x) for x in lengths]
+
+
+def check_huffman_lengths(lengths: Sequence[int] | np.ndarray, bits: int) -> list[int]:
+    """The lengths as a list, after checking them: exactly 2**bits integers in 1..15 whose Kraft sum is at
+    most 1 (a prefix code; an incomplete one leaves some bit patterns invalid). Raises ValueError."""
+    bits = _check_bits(bits)
+    try:
+        given = list(lengths)
+        out = [int(x) for x in given]
+        if any(isinstance(x, bool) or x != y for x, y in zip(given, out, strict=True)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"Huffman code lengths must be a list of integers, not {lengths!r}") from None
+    if len(out) != 1 << bits:
+        raise ValueError(f"{len(out)} Huffman code lengths, {1 << bits} codes of {bits} bits need one each")
+    if any(not 1 <= x <= HUFFMAN_MAX_CODE_LEN for x in out):
+        raise ValueError(f"Huffman code lengths must be within 1..{HUFFMAN_MAX_CODE_LEN}: {out}")
+    if sum(1 << (HUFFMAN_MAX_CODE_LEN - x) for x in out) > 1 << HUFFMAN_MAX_CODE_LEN:
+        raise ValueError(f"Huffman code lengths {out} are oversubscribed (Kraft sum > 1): not a prefix code")
+    return out
+
+
+def canonical_codes(lengths: Sequence[int]) -> list[int]:
+    """The canonical code of each symbol (DEFLATE, RFC 1951 3.2.2): codes are assigned in order of
+    (length, symbol), each the previous one + 1, shifted left when the length grows; the value is the code
+    read most significant bit first, `lengths[s]` bits."""
+    lengths = [int(x) for x in lengths]
+    top = max(lengths, default=0)
+    bl_count = [0] * (top + 1)
+    for x in lengths:
+        bl_count[x] += 1
+    bl_count[0] = 0
+    next_code = [0] * (top + 2)
+    code = 0
+    for length in range(1, top + 1):
+        code = (code + bl_count[length - 1]) << 1
+        next_code[length] = code
+    out = []
+    for x in lengths:
+        out.append(next_code[x])
+        next_code[x] += 1
+    return out
+
+
+def _reverse(code: int, length: int) -> int:
+    return int(f"{code:0{length}b}"[::-1], 2)
+
+
+def huffman_lengths_of(meta: dict[str, Any], bits: int | None = None) -> list[int] | None:
+    """A model's Huffman code lengths from its agilenn.json (`huffman_code_lengths`), checked against its
+    bits per code (`bits_per_value` unless given); None when the model has none (no mode 2)."""
+    lengths = meta.get(HUFFMAN_LENGTHS_KEY)
+    if lengths is None:
+        return None
+    return check_huffman_lengths(lengths, int(meta["bits_per_value"]) if bits is None else bits)
+
+
+def huffman_encode(codes: np.ndarray | Iterable[int], bits: int, lengths: Sequence[int]) -> bytes:
+    """The Huffman body (no header): each code's canonical code, its most significant bit first, into the
+    LSB-first stream (stream bit j = bit j % 8 of byte j // 8), then zero bits to the end of the byte."""
+    bits = _check_bits(bits)
+    lengths = check_huffman_lengths(lengths, bits)
+    arr = _as_codes(codes, bits)
+    if arr.size == 0:
+        return b""
+    top = max(lengths)
+    rev = np.array([_reverse(c, n) for c, n in zip(canonical_codes(lengths), lengths, strict=True)], np.int64)
+    width = np.array(lengths, np.int64)[arr]
+    planes = (rev[arr][:, None] >> np.arange(top)[None, :]) & 1
+    stream = planes[np.arange(top)[None, :] < width[:, None]]  # row-major: value by value, bit by bit
+    return np.packbits(stream.astype(np.uint8), bitorder="little").tobytes()
+
+
+@functools.lru_cache(maxsize=16)
+def _huffman_table(lengths: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """(symbol, length) for every value of the next max(lengths) stream bits (LSB first); length 0: no code
+    starts with these bits (an incomplete code)."""
+    top = max(lengths)
+    symbol = [0] * (1 << top)
+    length = [0] * (1 << top)
+    for s, (code, n) in enumerate(zip(canonical_codes(lengths), lengths, strict=True)):
+        rev = _reverse(code, n)
+        for high in range(1 << (top - n)):
+            symbol[rev | (high << n)] = s
+            length[rev | (high << n)] = n
+    return symbol, length
+
+
+def _huffman_decode(body: bytes, n_values: int, bits: int, lengths: list[int], header_len: int) -> np.ndarray:
+    top = max(lengths)
+    if header_len != top:
+        raise PayloadError(f"Huffman payload says its longest code is {header_len} bits, the model's is {top}")
+    most = (n_values * top + 7) // 8
+    if len(body) > most:
+        raise PayloadError(f"{len(body) - most} bytes after the end: {n_values} Huffman codes of at most {top} bits "
+                           f"take at most {most} bytes")
+    symbol, length = _huffman_table(tuple(lengths))
+    mask = (1 << top) - 1
+    out = bytearray(n_values)
+    acc = nacc = pos = 0
+    size = len(body)
+    for k in range(n_values):
+        while nacc < top and pos < size:
+            acc |= body[pos] << nacc
+            pos += 1
+            nacc += 8
+        i = acc & mask
+        n = length[i]
+        if n == 0 or n > nacc:
+            if nacc < top:
+                raise PayloadError(f"truncated Huffman stream after {k} of {n_values} values")
+            raise PayloadError(f"invalid Huffman code (bits {i & mask:0{top}b} LSB first) after {k} values")
+        out[k] = symbol[i]
+        acc >>= n
+        nacc -= n
+    if nacc >= 8 or pos != size:
+        raise PayloadError(f"{size - pos + nacc // 8} bytes after the last Huffman code")
+    if acc != 0:
+        raise PayloadError("Huffman stream: padding bits after the last code are not zero")
+    return np.frombuffer(bytes(out), np.uint8).copy()
+
+
 def encode_payload(
-    codes: np.ndarray | Iterable[int], bits: int = 3, *, mode: int | None = None, max_code_bits: int = LZW_MAX_CODE_BITS
+    codes: np.ndarray | Iterable[int],
+    bits: int = 3,
+    *,
+    mode: int | None = None,
+    max_code_bits: int = LZW_MAX_CODE_BITS,
+    huffman_lengths: Sequence[int] | None = None,
 ) -> bytes:
     """The payload for `codes` (uint8, each < 2**bits), as the device sends it.
 
-    mode None (the device's rule): LZW when its payload is strictly smaller than the stored one, else stored.
-    MODE_LZW or MODE_STORED forces one (tests).
+    huffman_lengths: the model's code lengths (agilenn.json `huffman_code_lengths`, `huffman_lengths_of`);
+    None: the model has none, and mode 2 is never chosen (the bytes are those of format 1 before mode 2).
+
+    mode None (the device's rule): the smallest payload of stored, Huffman (with lengths) and LZW; on equal
+    sizes stored wins over Huffman, and both over LZW (so LZW only when strictly smaller than both).
+    MODE_LZW, MODE_STORED or MODE_HUFFMAN forces one (tests).
     """
     bits = _check_bits(bits)
     arr = _as_codes(codes, bits)
-    stored = pack_bits(arr, bits)
-    if mode not in (None, MODE_LZW, MODE_STORED):
-        raise ValueError(f"mode must be None, MODE_LZW or MODE_STORED, not {mode!r}")
-    if mode != MODE_STORED:
-        body = lzw_encode(arr, bits, max_code_bits)
-        if mode == MODE_LZW or len(body) < len(stored):
-            return bytes([FORMAT_VERSION, MODE_LZW, bits, max_code_bits]) + body
-    return bytes([FORMAT_VERSION, MODE_STORED, bits, 0]) + stored
+    if mode not in (None, MODE_LZW, MODE_STORED, MODE_HUFFMAN):
+        raise ValueError(f"mode must be None, MODE_LZW, MODE_STORED or MODE_HUFFMAN, not {mode!r}")
+    if huffman_lengths is not None:
+        huffman_lengths = check_huffman_lengths(huffman_lengths, bits)
+    elif mode == MODE_HUFFMAN:
+        raise ValueError("MODE_HUFFMAN needs the model's huffman_lengths")
+    candidates = []  # in the order of preference on equal sizes
+    if mode in (None, MODE_STORED):
+        candidates.append(bytes([FORMAT_VERSION, MODE_STORED, bits, 0]) + pack_bits(arr, bits))
+    if mode in (None, MODE_HUFFMAN) and huffman_lengths is not None:
+        body = huffman_encode(arr, bits, huffman_lengths)
+        candidates.append(bytes([FORMAT_VERSION, MODE_HUFFMAN, bits, max(huffman_lengths)]) + body)
+    if mode in (None, MODE_LZW):
+        candidates.append(bytes([FORMAT_VERSION, MODE_LZW, bits, max_code_bits]) + lzw_encode(arr, bits, max_code_bits))
+    return min(candidates, key=len)  # the first of the smallest
 
 
-def decode_payload(data: bytes, n_values: int, bits: int = 3, max_output: int | None = None) -> np.ndarray:
+def decode_payload(
+    data: bytes,
+    n_values: int,
+    bits: int = 3,
+    max_output: int | None = None,
+    huffman_lengths: Sequence[int] | None = None,
+) -> np.ndarray:
     """The codes (uint8 array of n_values) a payload carries.
+
+    huffman_lengths: the model's code lengths (agilenn.json `huffman_code_lengths`); a Huffman payload
+    (mode 2) is refused without them, and when its header's longest code length is not theirs.
 
     Raises PayloadError on a wrong header (version, mode, bits), truncated data, an invalid code, bytes or
     non-zero padding after the end, a stream that decodes to fewer or more than n_values codes, or one that
     would exceed max_output: that limit (and n_values) is enforced before each code's values are appended,
-    so memory stays within min(n_values, max_output) plus the input, whatever the data.
+    so memory stays within min(n_values, max_output) plus the input, whatever the data. ValueError when the
+    arguments themselves are wrong (bits, n_values, malformed huffman_lengths).
     """
     bits = _check_bits(bits)
     if isinstance(n_values, bool) or not isinstance(n_values, int | np.integer) or n_values < 0:
         raise ValueError(f"n_values must be a non-negative integer, not {n_values!r}")
     n_values = int(n_values)
+    if huffman_lengths is not None:
+        huffman_lengths = check_huffman_lengths(huffman_lengths, bits)
     if max_output is not None:
         if max_output < 0:
             raise ValueError(f"max_output must be >= 0, not {max_output}")
@@ -246,7 +451,11 @@ def decode_payload(data: bytes, n_values: int, bits: int = 3, max_output: int | 
         return unpack_bits(body, n_values, bits)
     if mode == MODE_LZW:
         return _lzw_decode(body, n_values, bits, code_bits)
-    raise PayloadError(f"unknown mode {mode} (0 = stored, 1 = LZW)")
+    if mode == MODE_HUFFMAN:
+        if huffman_lengths is None:
+            raise PayloadError("Huffman payload (mode 2), but this model has no huffman_code_lengths")
+        return _huffman_decode(body, n_values, bits, huffman_lengths, code_bits)
+    raise PayloadError(f"unknown mode {mode} (0 = stored, 1 = LZW, 2 = Huffman)")
 
 
 def _lzw_decode(body: bytes, n_values: int, bits: int, max_code_bits: int) -> np.ndarray:

@@ -3,8 +3,10 @@
 `write_offload_c(agilenn_json, model_summary, out_dir)` takes the export's agilenn.json and the compiler's
 model.json (both as dicts) and defines `hil_offload_config()` (device_fw/core/include/hil_offload.h): which
 output is the local logits and which the remote-bound features, the 256-entry int8 -> code table, the bits per
-code, the Local NN's operator indices (for the per-stage cycle split) and a static payload buffer sized for the
-worst case (device_fw/OFFLOAD.md: header + the codes bit-packed). device_fw/Makefile and the esp32s3
+code, the Local NN's operator indices (for the per-stage cycle split), a static payload buffer sized for the
+worst case (device_fw/OFFLOAD.md: header + the codes bit-packed) and, when agilenn.json has
+`huffman_code_lengths`, those lengths (the device then also considers format mode 2, static Huffman; without
+them the file is exactly what it was before mode 2). device_fw/Makefile and the esp32s3
 CMakeLists.txt compile it when present. Deterministic output; no TensorFlow.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hil.offload.codec import payload_bound
+from hil.offload.codec import HUFFMAN_LENGTHS_KEY, huffman_lengths_of, payload_bound
 from hil.offload.value_codes import ValueCodes, ValueCodesError
 
 __all__ = ["OFFLOAD_C", "OffloadConfigError", "local_head_ops", "offload_c_source", "write_offload_c"]
@@ -99,6 +101,10 @@ def offload_c_source(
         raise OffloadConfigError(str(e)) from None
     if mapping.max_code() >= n_codes:
         raise OffloadConfigError(f"the code mapping holds {mapping.max_code()}, outside 0..{n_codes - 1} ({bits} bits)")
+    try:
+        huffman = huffman_lengths_of(agilenn, bits)
+    except ValueError as e:
+        raise OffloadConfigError(f"{HUFFMAN_LENGTHS_KEY}: {e}") from None
     local = _output_index(agilenn, summary, LOCAL_NAME, 0)
     remote = _output_index(agilenn, summary, REMOTE_NAME, 1)
     if local == remote:
@@ -152,6 +158,8 @@ def offload_c_source(
         lines.append(" * Local NN:        not found in model.json (no STRIDED_SLICE of channels [0, k) leading to the")
         lines.append(" *                  local logits): the reply's local stage is 0, the extractor stage holds all")
     note = "the worst case: header + packed codes" if capacity == bound else f"NOT the worst case {bound}"
+    if huffman is not None:
+        lines.append(f" * Huffman:         code lengths {huffman} (format mode 2)")
     lines.append(f" * payload buffer:  {capacity} bytes ({note})")
     lines.append(" */")
     out = ["\n".join(lines), '#include <stddef.h>\n#include <stdint.h>\n\n#include "hil_offload.h"\n']
@@ -182,6 +190,11 @@ def offload_c_source(
         )
     if local_ops:
         out.append(f"static const uint16_t local_ops[{len(local_ops)}] = {{{', '.join(map(str, local_ops))}}};\n")
+    huffman_field = ""
+    if huffman is not None:
+        out.append(f"/* canonical Huffman code length of each code (agilenn.json {HUFFMAN_LENGTHS_KEY}) */\n"
+                   f"static const uint8_t huffman_lengths[{len(huffman)}] = {{{', '.join(map(str, huffman))}}};\n")
+        huffman_field = "    .huffman_lengths = huffman_lengths,\n"
     out.append(f"static uint8_t payload[{capacity}];\n")
     digest = bytes.fromhex(sha)
     sha_lines = ",\n".join("        " + ", ".join(f"0x{b:02x}" for b in digest[i : i + 16]) for i in range(0, 32, 16))
@@ -198,6 +211,7 @@ def offload_c_source(
         f"    .local_ops = {'local_ops' if local_ops else 'NULL'},\n"
         f"    .n_local_ops = {len(local_ops)},\n"
         f"{int16_fields}"
+        f"{huffman_field}"
         "};\n"
     )
     out.append("const hil_offload_config_t *hil_offload_config(void)\n{\n    return &config;\n}\n")

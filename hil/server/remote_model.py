@@ -4,7 +4,8 @@ A model directory (models/README.md, "An AgileNN export") needs three files here
 - model.tflite: only hashed; its sha256 is the model id a client must name, so a device is never answered by
   the Remote NN of another export;
 - agilenn.json: `centroids`, `bits_per_value`, `remote_model.input` ([null, H, W, C - k]) and, when present,
-  `payload.values` (checked to be H x W x (C - k));
+  `payload.values` (checked to be H x W x (C - k)) and `huffman_code_lengths` (the static Huffman code of
+  payload mode 2, device_fw/OFFLOAD.md; the server decodes with them);
 - remote.keras: the Remote NN, input the dequantized remote channels NHWC, output logits.
 
 A baseline export (models/README.md, "A baseline export") with a server part is served the same way
@@ -64,6 +65,7 @@ class RemoteSpec:
     alpha: float | None
     model_file: str = "remote.keras"  # the Keras model in `directory`: server.keras for a baseline
     kind: str = "agilenn"  # or the baseline kind: partition, encoder, edge_only
+    huffman_lengths: tuple[int, ...] | None = None  # agilenn.json huffman_code_lengths: payload mode 2
 
     @property
     def n_values(self) -> int:
@@ -103,11 +105,18 @@ def read_spec(model_dir: Path | str) -> RemoteSpec:
         raise RemoteModelError(f"{model_dir}: remote_model.input is not [null, H, W, C]")
     if values is not None and int(values) != math.prod(shape):
         raise RemoteModelError(f"{model_dir}: payload.values {values} != H x W x C of {shape}")
+    from hil.offload.codec import huffman_lengths_of
+
+    try:
+        huffman = huffman_lengths_of(meta, bits)
+    except ValueError as exc:
+        raise RemoteModelError(f"{model_dir}: huffman_code_lengths: {exc}") from None
     sha = hashlib.sha256((model_dir / "model.tflite").read_bytes()).hexdigest()
     return RemoteSpec(
         name=str(meta.get("name") or model_dir.name), directory=model_dir, sha256=sha, centroids=centroids,
         bits=bits, input_shape=shape,  # type: ignore[arg-type]  # length checked above
         alpha=None if alpha is None else float(alpha),
+        huffman_lengths=None if huffman is None else tuple(huffman),
     )
 
 
@@ -206,7 +215,7 @@ class RemoteModel:
         import keras
 
         with contextlib.suppress(ImportError):  # registers the project's custom layers, should an export use one
-            import hil.train.layers  # noqa: F401
+            import hil.agilenn.layers  # noqa: F401  (TensorFlow: imported with keras, when a model is loaded)
         model = keras.models.load_model(spec.directory / spec.model_file, compile=False)
         remote = cls(spec, model, wait_s)
         log.info("loaded %s (sha256 %s): input %s, %d classes, warm-up %.3f s", spec.name, spec.sha256[:16],

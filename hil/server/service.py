@@ -209,7 +209,9 @@ class RemoteServer:
         try:
             # max_output: the decompressed size is known, so a stream that expands beyond it is refused by the
             # codec before it allocates more (the decompression-bomb bound).
-            codes = decode_payload(req.payload, req.n_values, req.bits, max_output=req.n_values)
+            # huffman_lengths: the model's static Huffman code (payload mode 2), None when it has none.
+            codes = decode_payload(req.payload, req.n_values, req.bits, max_output=req.n_values,
+                                   huffman_lengths=spec.huffman_lengths)
         except PayloadError as exc:
             return error(p.Status.BAD_PAYLOAD, f"payload: {exc}")
         codes = np.asarray(codes)

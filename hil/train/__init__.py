@@ -1,4 +1,5 @@
-"""Training side of the AgileNN pipeline: data, layers, Integrated Gradients, losses, trainer, evaluation.
+"""Training side of the AgileNN pipeline: layers, Integrated Gradients, losses, trainer, evaluation (the data
+sets are hil.datasets, the custom Keras layers hil.agilenn.layers, the fine-tuning hil.export.finetune).
 
 Stages (hil.train.trainer.train): reference NN trained on the extractor's features (extractor trained with
 it, then the reference is frozen) -> optional channel pre-processing (the most often top-k channels are moved
@@ -17,8 +18,6 @@ from typing import Any
 # name -> module; resolved on first access so `import hil.train` does not pull in TensorFlow.
 _LAZY = {
     "TrainConfig": "hil.train.config",
-    "load_dataset": "hil.train.data",
-    "Dataset": "hil.train.data",
     "train": "hil.train.trainer",
     "TrainResult": "hil.train.trainer",
     "TrainedAgileNN": "hil.train.layers",

@@ -31,9 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hil.datasets import Dataset, eval_pipeline
 from hil.train.baseline_config import CPU_EPOCHS, FORMAT, GPU_EPOCHS, KINDS, SPLIT_BITS, BaselineConfig
 from hil.train.config import ConfigError
-from hil.train.data import Dataset, eval_pipeline
 from hil.train.layers import FEATURE_MAX, SoftToHardQuantizer, build_extractor, build_remote, count_params
 from hil.train.loop import EpochRunner, Sessions, finished_fields, now, prepare_run
 from hil.train.trainer import _correct, make_optimizer, smoothed_ce

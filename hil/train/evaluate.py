@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from hil.export.common import hist_entropy_bits
-from hil.train.data import eval_pipeline
+from hil.datasets import eval_pipeline
+from hil.stats import hist_entropy_bits
 from hil.train.importance import integrated_gradients, skewness
 from hil.train.layers import TrainedAgileNN
 

@@ -20,10 +20,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+# The custom layers live in hil.agilenn.layers (the server and the accuracy job load saved parts without the
+# training code); re-exported here for the code and the tests that build models with them.
+from hil.agilenn.layers import FEATURE_MAX, PACKAGE, Alpha, ChannelSlice, SoftToHardQuantizer  # noqa: F401
 from hil.train.config import ExtractorLayer, RemoteBlock, TrainConfig
-
-PACKAGE = "agilenn"
-FEATURE_MAX = 6.0  # ReLU6 range of the features; the quantizer's centroids live in (0, FEATURE_MAX)
 
 
 def _relu6(name: str) -> layers.Layer:
@@ -34,136 +34,6 @@ def _bn(name: str) -> layers.Layer:
     # Momentum 0.9 (PyTorch's 0.1) instead of Keras' 0.99: the moving statistics settle within tens of
     # steps, which short schedules (and tiny smoke runs) need for a meaningful test accuracy.
     return layers.BatchNormalization(momentum=0.9, name=name)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# custom layers (registered so .keras files load without custom_objects)
-# ---------------------------------------------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class ChannelSlice(layers.Layer):
-    """x[..., start:stop]; a named layer (not a Lambda) so the .keras file holds no Python code."""
-
-    def __init__(self, start: int, stop: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.start = int(start)
-        self.stop = int(stop)
-
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return x[..., self.start : self.stop]
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return (*input_shape[:-1], self.stop - self.start)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class SoftToHardQuantizer(layers.Layer):
-    """Scalar soft-to-hard quantization (Agustsson et al. 2017) with learnable centroids in (0, 6).
-
-    Centroids are 6 * sigmoid(logits) so they can never leave the ReLU6 range of the features (the authors'
-    note: key to stable training). Hard path: the nearest centroid. Soft path: the softmax(-sigma * d^2)
-    weighted mean of the centroids. Training with `ste` (default) forwards the hard values and backpropagates
-    through the soft path (straight-through), so the Remote NN trains on exactly what the server receives;
-    inference is always hard.
-    """
-
-    def __init__(self, num_centroids: int = 8, sigma: float = 1.0, ste: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_centroids = int(num_centroids)
-        self.sigma = float(sigma)
-        self.ste = bool(ste)
-        # Evenly spaced in (0, 6) at the start: every code is usable before training moves them.
-        spaced = (np.arange(self.num_centroids) + 0.5) / self.num_centroids
-        init = np.log(spaced / (1.0 - spaced)).astype("float32")
-        self.centroid_logits = self.add_weight(
-            shape=(self.num_centroids,),
-            initializer=keras.initializers.Constant(init),
-            trainable=True,
-            name="centroid_logits",
-        )
-
-    def centroids(self) -> tf.Tensor:
-        return FEATURE_MAX * tf.sigmoid(tf.convert_to_tensor(self.centroid_logits))
-
-    def _sq_dist(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.square(x[..., None] - self.centroids())
-
-    def indices(self, x: tf.Tensor) -> tf.Tensor:
-        """The code sent for each value: index of the nearest centroid (int32)."""
-        return tf.argmin(self._sq_dist(x), axis=-1, output_type=tf.int32)
-
-    def hard(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.gather(self.centroids(), self.indices(x))
-
-    def soft(self, x: tf.Tensor) -> tf.Tensor:
-        weights = tf.nn.softmax(-self.sigma * self._sq_dist(x), axis=-1)
-        return tf.reduce_sum(weights * self.centroids(), axis=-1)
-
-    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        if not training:
-            return self.hard(x)
-        soft = self.soft(x)
-        if not self.ste:
-            return soft
-        return soft + tf.stop_gradient(self.hard(x) - soft)
-
-    def margin_loss(self, x: tf.Tensor, delta: float, min_gap: float = 0.01) -> tf.Tensor:
-        """Mean of relu(delta - d) / delta, d = distance of each value to the nearest decision boundary (the
-        midpoint between two neighbouring centroids at least `min_gap` apart; closer ones give the same value
-        either way). Values further than delta from every boundary cost nothing, so int8 rounding of the
-        device's features (a few steps of 6/255) rarely changes their code. Centroids are held fixed here."""
-        c = tf.sort(tf.stop_gradient(self.centroids()))
-        mids = (c[:-1] + c[1:]) / 2.0
-        # A boundary between near-equal centroids is no boundary: push it out of reach.
-        mids = tf.where(c[1:] - c[:-1] >= min_gap, mids, tf.fill(tf.shape(mids), 1e9))
-        d = tf.reduce_min(tf.abs(x[..., None] - mids), axis=-1)
-        return tf.reduce_mean(tf.nn.relu(delta - d)) / delta
-
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_centroids": self.num_centroids,
-            "sigma": self.sigma,
-            "ste": self.ste,
-        }
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class Alpha(layers.Layer):
-    """alpha * local + (1 - alpha) * remote with alpha = sigmoid(w / T), strictly inside (0, 1).
-
-    T > 1 slows alpha's movement relative to the other weights (the paper: T = 1 collapses alpha to ~0).
-    """
-
-    def __init__(self, temperature: float = 6.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.w = self.add_weight(shape=(), initializer="zeros", trainable=True, name="alpha_w")
-
-    def alpha(self) -> tf.Tensor:
-        # |w / T| <= 15 keeps alpha strictly inside (0, 1) in float32 (sigmoid(17) already rounds to 1.0),
-        # so neither branch can ever be switched off entirely.
-        return tf.sigmoid(tf.clip_by_value(tf.convert_to_tensor(self.w) / self.temperature, -15.0, 15.0))
-
-    def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
-        local, remote = inputs
-        a = self.alpha()
-        return a * local + (1.0 - a) * remote
-
-    def compute_output_shape(self, input_shape: Sequence[tuple]) -> tuple:
-        return input_shape[0]
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "temperature": self.temperature}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -194,14 +64,20 @@ def build_extractor(input_size: int, spec: Sequence[ExtractorLayer], name: str =
     return keras.Model(inputs, x, name=name)
 
 
-def build_reference(feature_shape: tuple[int, int, int], num_classes: int, width: int = 64) -> keras.Model:
+def build_reference(
+    feature_shape: tuple[int, int, int], num_classes: int, width: int = 64, pool: int = 1
+) -> keras.Model:
     """A plain VGG-style CNN on the feature map; it only has to rank channels, and it runs inside the loss.
 
-    It starts with a Conv2D so that channel pre-processing can permute its input channels (see
-    `permute_reference_inputs`), keeping ref(permuted features) == ref(features).
+    Its first weighted layer is a Conv2D so that channel pre-processing can permute its input channels (see
+    `permute_reference_inputs`), keeping ref(permuted features) == ref(features). `pool` > 1 average-pools the
+    features first (a channel-wise op, so IG's per-channel importance keeps its meaning) for a ~pool^2 cheaper
+    reference inside the loss.
     """
     inputs = keras.Input(feature_shape, name="features")
     x = inputs
+    if pool > 1:
+        x = layers.AveragePooling2D(pool, name="r_pool")(x)
     plan = [(width, 1), (width, 1), (2 * width, 2), (2 * width, 1), (4 * width, 2)]
     for i, (filters, stride) in enumerate(plan):
         x = layers.Conv2D(filters, 3, stride, padding="same", use_bias=False, name=f"r{i}_conv")(x)
@@ -212,12 +88,18 @@ def build_reference(feature_shape: tuple[int, int, int], num_classes: int, width
     return keras.Model(inputs, outputs, name="reference")
 
 
-def build_local(feature_size: int, k: int, num_classes: int, hidden: int = 0) -> keras.Model:
+def build_local(feature_size: int, k: int, num_classes: int, hidden: int = 0, kind: str = "gap") -> keras.Model:
     """GAP + Dense on the k device channels (the paper). The authors' trailing BN is left out: a BN after a
-    Dense becomes a separate MUL/ADD in TFLite, outside the device compiler's op set."""
+    Dense becomes a separate MUL/ADD in TFLite, outside the device compiler's op set. kind "conv": a 3x3 conv
+    of `hidden` and a stride-2 3x3 conv of 2 x `hidden` first, a classifier in its own right."""
     inputs = keras.Input((feature_size, feature_size, k), name="local_channels")
     x = inputs
-    if hidden > 0:
+    if kind == "conv":
+        for i, (filters, stride) in enumerate(((hidden, 1), (2 * hidden, 2))):
+            x = layers.Conv2D(filters, 3, stride, padding="same", use_bias=False, name=f"l{i}_conv")(x)
+            x = _bn(name=f"l{i}_bn")(x)
+            x = _relu6(f"l{i}_relu6")(x)
+    elif hidden > 0:
         x = layers.Conv2D(hidden, 1, use_bias=False, name="l_conv")(x)
         x = _bn(name="l_bn")(x)
         x = _relu6("l_relu6")(x)
@@ -276,6 +158,38 @@ def build_remote(
     return keras.Model(inputs, outputs, name="remote_nn")
 
 
+def build_remote_plain(feature_size: int, channels: int, num_classes: int, widths: Sequence[int]) -> keras.Model:
+    """Airbench-style plain Remote NN: a 3x3 conv of widths[0], then per further width a 3x3 conv and a 2x2
+    max-pool, BN + ReLU after every conv, global max-pool, Dense. Float, runs on the server."""
+    inputs = keras.Input((feature_size, feature_size, channels), name="remote_channels")
+    x = inputs
+    for i, width in enumerate(widths):
+        x = layers.Conv2D(int(width), 3, padding="same", use_bias=False, name=f"p{i}_conv")(x)
+        if i > 0:
+            x = layers.MaxPooling2D(2, name=f"p{i}_pool")(x)
+        x = _bn(name=f"p{i}_bn")(x)
+        x = layers.ReLU(name=f"p{i}_relu")(x)
+    x = layers.GlobalMaxPooling2D(name="p_gmp")(x)
+    outputs = layers.Dense(num_classes, name="p_logits")(x)
+    return keras.Model(inputs, outputs, name="remote_nn")
+
+
+def build_remote_for(config: TrainConfig, feature_size: int, channels: int) -> keras.Model:
+    """The Remote NN `config.remote_kind` names (TrainConfig and BaselineConfig both read the mobilenetv2
+    fields; only TrainConfig has remote_kind)."""
+    if getattr(config, "remote_kind", "mobilenetv2") == "plain":
+        return build_remote_plain(feature_size, channels, config.num_classes, config.remote_plain_widths)
+    return build_remote(
+        feature_size,
+        channels,
+        config.num_classes,
+        config.remote_width,
+        config.remote_blocks,
+        config.remote_stem,
+        config.remote_head,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # channel pre-processing: permutations that keep the function unchanged
 # ---------------------------------------------------------------------------------------------------------
@@ -316,6 +230,12 @@ def permute_reference_inputs(reference: keras.Model, perm: Sequence[int]) -> Non
 # ---------------------------------------------------------------------------------------------------------
 
 
+def make_quantizer(config: TrainConfig) -> SoftToHardQuantizer:
+    return SoftToHardQuantizer(
+        config.centroids, config.quant_sigma, config.quant_ste, config.quant_min_gap, name="quantizer"
+    )
+
+
 @dataclass
 class TrainedAgileNN:
     """All parts of one AgileNN instance plus what the export and the server need to know."""
@@ -336,24 +256,17 @@ class TrainedAgileNN:
         extractor = build_extractor(config.input_size, config.extractor)
         if extractor.output_shape[1:] != (fs, fs, c):
             raise ValueError(f"extractor output {extractor.output_shape[1:]} != expected {(fs, fs, c)}")
-        quantizer = SoftToHardQuantizer(config.centroids, config.quant_sigma, config.quant_ste, name="quantizer")
+        quantizer = make_quantizer(config)
         quantizer.build((None, fs, fs, c - k))
         alpha = Alpha(config.alpha_temperature, name="alpha")
         alpha.build([(None, config.num_classes), (None, config.num_classes)])
+        pool = config.reference_pool if config.reference_kind == "pooled" else 1
         return cls(
             config=config,
             extractor=extractor,
-            reference=build_reference((fs, fs, c), config.num_classes, config.reference_width),
-            local=build_local(fs, k, config.num_classes, config.local_hidden),
-            remote=build_remote(
-                fs,
-                c - k,
-                config.num_classes,
-                config.remote_width,
-                config.remote_blocks,
-                config.remote_stem,
-                config.remote_head,
-            ),
+            reference=build_reference((fs, fs, c), config.num_classes, config.reference_width, pool),
+            local=build_local(fs, k, config.num_classes, config.local_hidden, config.local_kind),
+            remote=build_remote_for(config, fs, c - k),
             quantizer=quantizer,
             alpha=alpha,
             permutation=list(range(c)),
@@ -455,7 +368,7 @@ def load_trained(run_dir: Path | str) -> TrainedAgileNN:
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "agilenn.json").read_text())
     config = TrainConfig.from_dict(meta["config"])
-    quantizer = SoftToHardQuantizer(config.centroids, config.quant_sigma, config.quant_ste, name="quantizer")
+    quantizer = make_quantizer(config)
     quantizer.build((None, config.feature_size, config.feature_size, config.remote_channels))
     quantizer.centroid_logits.assign(np.asarray(meta["centroid_logits"], dtype="float32"))
     alpha = Alpha(meta["alpha_temperature"], name="alpha")

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from hil.train.data import Dataset, TrainPipeline, load_dataset
+from hil.datasets import Dataset, TrainPipeline, load_dataset
 
 # Config fields that may differ when resuming: they do not change what has been trained so far.
 RESUME_SAFE_FIELDS = frozenset({"notes", "extra", "eval_every", "eval_batch_size", "ig_eval_samples"})

@@ -30,9 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hil.export.common import hist_entropy_bits
+from hil.datasets import Dataset, eval_pipeline
+from hil.stats import hist_entropy_bits
 from hil.train.config import TrainConfig
-from hil.train.data import Dataset, eval_pipeline
 from hil.train.importance import (
     disorder_loss,
     integrated_gradients,
@@ -119,7 +119,9 @@ class _Runner(EpochRunner):
         super().__init__(config, run_dir, data, progress)
         self.t = trained
         spe = self.pipeline.steps_per_epoch
-        self.ref_opt = make_optimizer(config, spe, config.ref_epochs)
+        # A co-trained reference keeps learning through the joint stage, on that stage's schedule.
+        ref_epochs = config.joint_epochs if config.reference_cotrain else config.ref_epochs
+        self.ref_opt = make_optimizer(config, spe, ref_epochs)
         self.joint_opt = make_optimizer(config, spe, config.joint_epochs)
         # Built now so that checkpoints always hold (and restore into) the same variables.
         self.ref_vars = trained.extractor.trainable_variables + trained.reference.trainable_variables
@@ -138,6 +140,7 @@ class _Runner(EpochRunner):
         )
         # Set at the start of every joint epoch from config.lam_at (not checkpointed: the config decides).
         self.lam = tf.Variable(config.lam, trainable=False, dtype=tf.float32, name="lam")
+        self.rate_weight = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="rate_weight")
         self._ref_step = self._make_ref_step()
         self._joint_step = self._make_joint_step()
         self._eval_step = self._make_eval_step()
@@ -184,18 +187,28 @@ class _Runner(EpochRunner):
 
     def _make_joint_step(self) -> Callable:
         t, cfg, opt, variables, lam = self.t, self.cfg, self.joint_opt, self.joint_vars, self.lam
+        rate_weight = self.rate_weight
+        ref_opt, ref_vars = self.ref_opt, self.t.reference.trainable_variables
         k = cfg.k
+        n_ig = cfg.ig_train_images
 
         @tf.function(jit_compile=cfg.jit_compile)
         def step(x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
-            with tf.GradientTape() as tape:
+            with tf.GradientTape(persistent=cfg.reference_cotrain) as tape:
                 features = t.extractor(x, training=True)
+                ref_loss = tf.constant(0.0)
+                if cfg.reference_cotrain:
+                    # The reference's own loss, on features it cannot change: it learns to classify them,
+                    # and only the importance losses below reach the extractor through it.
+                    ref_logits = t.reference(tf.stop_gradient(features), training=True)
+                    ref_loss = smoothed_ce(y, ref_logits, cfg.label_smoothing)
                 # Differentiable IG: the importance losses reach the extractor through a second-order
-                # gradient of the frozen reference (its BN in inference mode, its weights not updated).
-                importance = integrated_gradients(t.reference, features, y, cfg.ig_train_steps, cfg.ig_train_rule)
+                # gradient of the reference (its BN in inference mode, its weights not updated by them).
+                ig_x, ig_y = (features[:n_ig], y[:n_ig]) if n_ig > 0 else (features, y)
+                importance = integrated_gradients(t.reference, ig_x, ig_y, cfg.ig_train_steps, cfg.ig_train_rule)
                 mask = None
                 if cfg.ig_train_correct_only:
-                    mask = _correct(y, t.reference(features, training=False))
+                    mask = _correct(ig_y, t.reference(ig_x, training=False))
                 l_skew = skewness_loss(importance, k, cfg.rho, mask)
                 l_dis = disorder_loss(importance, k, mask)
                 if cfg.code_noise > 0:
@@ -208,6 +221,7 @@ class _Runner(EpochRunner):
                     ce = smoothed_ce(y, out["combined"], cfg.label_smoothing)
                     noise_kl = tf.constant(0.0)
                 loss = lam * ce + (1.0 - lam) * (l_skew + l_dis)
+                aux = tf.constant(0.0)
                 if cfg.aux_weight > 0:
                     aux = smoothed_ce(y, out["local"], cfg.label_smoothing)
                     aux += smoothed_ce(y, out["remote"], cfg.label_smoothing)
@@ -216,17 +230,34 @@ class _Runner(EpochRunner):
                 if cfg.margin_weight > 0:
                     margin = t.quantizer.margin_loss(features[..., k:], cfg.margin_delta)
                     loss += cfg.margin_weight * margin
+                rate, rate_loss = tf.constant(0.0), tf.constant(0.0)
+                if cfg.rate_weight > 0:
+                    rate = t.quantizer.code_entropy_bits(features[..., k:], cfg.rate_sigma)
+                    rate_loss = tf.nn.relu(rate - cfg.rate_target_bits)
+                    if cfg.rate_floor_bits > 0:
+                        rate_loss += tf.nn.relu(cfg.rate_floor_bits - rate)
+                    loss += rate_weight * rate_loss
                 loss += cfg.code_noise_consistency * noise_kl
             opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            ref_acc = tf.constant(0.0)
+            if cfg.reference_cotrain:
+                ref_opt.apply_gradients(zip(tape.gradient(ref_loss, ref_vars), ref_vars, strict=True))
+                ref_acc = tf.reduce_mean(_correct(y, ref_logits))
             return {
                 "loss": loss,
                 "ce": ce,
+                "aux_loss": aux,
+                "ref_loss": ref_loss,
+                "ref_acc": ref_acc,
                 "code_noise_kl": noise_kl,
                 "skew_loss": l_skew,
                 "disorder_loss": l_dis,
                 "margin_loss": margin,
+                "rate_bits": rate,
+                "rate_loss": rate_loss,
                 "skewness": tf.reduce_mean(skewness(importance, k)),
                 "acc": tf.reduce_mean(_correct(y, out["combined"])),
+                "local_acc": tf.reduce_mean(_correct(y, out["local"])),
             }
 
         return step
@@ -293,13 +324,19 @@ class _Runner(EpochRunner):
             head={"stage": stage},
             batches=self.pipeline.epoch if reference else self._joint_batches,
             test=lambda: self.test_metrics(joint=stage == "joint"),
-            tail=None if reference else lambda: {"alpha": self.t.alpha_value(), "lam": float(self.lam.numpy())},
+            tail=None if reference else lambda: {
+                "alpha": self.t.alpha_value(),
+                "lam": float(self.lam.numpy()),
+                "rate_weight": float(self.rate_weight.numpy()),
+                "centroids": [round(c, 4) for c in self.t.centroid_values()],
+            },
         )
 
     def _joint_batches(self, epoch: int) -> Any:
         """Joint epoch `epoch` (0-based): its lam, and its data in an order distinct from the reference stage's
         (reproducible on resume)."""
         self.lam.assign(self.cfg.lam_at(epoch + 1))
+        self.rate_weight.assign(self.cfg.rate_weight if epoch + 1 >= self.cfg.rate_from_epoch else 0.0)
         return self.pipeline.epoch(epoch + 10_000)
 
     def preprocess(self, state: dict[str, Any]) -> None:

@@ -150,6 +150,19 @@ typedef struct {
 } hil_add_params_t;
 
 void hil_add(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+/* ADD without broadcasting, specialised (add.c): each input's rescaled value, TFLM's
+ * MultiplyByQuantizedMultiplierSmallerThanOneExp((x - zero point) << 20, ...), is a table of its 256 values
+ * (indexed by the byte, (uint8_t)x) that the compiler computes; their sum is requantized in one step
+ * (hil_requantize_s32, output_shift holding n = 31 - TFLM's shift > 31). */
+typedef struct {
+    int32_t size;
+    int32_t output_offset;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+    const int32_t *table1, *table2; /* [256] */
+} hil_add_fast_params_t;
+
+void hil_add_table(const hil_add_fast_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 #ifdef HIL_USE_ESP_NN
 void hil_add_portable(const hil_add_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output);
 #endif
@@ -423,11 +436,12 @@ typedef struct {
     int32_t pad_value;                /* a padded tap's value: the input zero point (0 for int16) */
     int32_t output_offset;            /* output zero point (0 for int16) */
     int32_t act_min, act_max;
-    int32_t small_acc;                /* the 32-bit requantization applies (hil_quant.h) */
+    int32_t small_acc;                /* the 32-bit requantization applies (hil_quant.h; 2: per accumulator) */
     const uint8_t *filter;            /* weight + 128, [ceil(output_c / 4)][filter_h * filter_w * input_c][4] */
     const int32_t *bias;              /* [ceil4(output_c)], bias - input zero point * sum of the weights */
     const int32_t *output_multiplier; /* [ceil4(output_c)] (16x8: reduced, Q0.15) */
     const int32_t *output_shift;      /* [ceil4(output_c)], right shifts n (see below) */
+    int32_t block;                    /* the _u8 kernels: output channels per filter block, 4 or 16 */
 } hil_conv_fast_params_t;
 
 /* 1x1 filter, no padding, any stride: a matrix product pixel by pixel. */
@@ -438,6 +452,13 @@ void hil_conv_2d_1x1_16x8(const hil_conv_fast_params_t *p, const int16_t *input,
 void hil_conv_2d_patch(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
 void hil_conv_2d_patch_16x8(const hil_conv_fast_params_t *p, const int16_t *input, int16_t *output,
                             int16_t *scratch);
+/* int8 on unsigned operands (what the compiler emits for int8; the two above stay for models compiled before):
+ * inputs copied to scratch as x + 128 (input_c bytes for 1x1, filter_h * filter_w * input_c for a patch), the
+ * filter stored + 128 in blocks of `block` channels, [ceil(output_c / block)][depth][block], arrays indexed by
+ * output channel padded to a multiple of block, and bias = bias - (input zero point + 128) * sum of the weights
+ * (conv_2d.c). pad_value is the input zero point, as above. */
+void hil_conv_2d_1x1_u8(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
+void hil_conv_2d_patch_u8(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch);
 
 /* DEPTHWISE_CONV_2D. */
 #define HIL_DEPTHWISE_MAX_TAPS 64

@@ -4,10 +4,11 @@
  *
  * The compressor is LZW over the code alphabet (2^bits symbols) with a dictionary of at most
  * 2^HIL_OFFLOAD_LZW_MAX_BITS codes held in static arrays (a trie: first child, next sibling, symbol per
- * code), so it never allocates and its memory does not depend on the data. It writes only into the caller's
- * buffer and never past `capacity`: when LZW would not be smaller than the bit-packed codes it writes those
- * instead ("stored"), and when neither fits it reports HIL_OFFLOAD_OVERFLOW. A payload is therefore never
- * larger than HIL_OFFLOAD_PAYLOAD_BOUND(n, bits). */
+ * code), so it never allocates and its memory does not depend on the data; for a model with Huffman code
+ * lengths (agilenn.json huffman_code_lengths) also a static canonical Huffman code (format mode 2). It sends
+ * the smallest of stored (the bit-packed codes), Huffman and LZW (ties: stored, then Huffman, then LZW). It
+ * writes only into the caller's buffer and never past `capacity`: when the smallest does not fit it reports
+ * HIL_OFFLOAD_OVERFLOW. A payload is therefore never larger than HIL_OFFLOAD_PAYLOAD_BOUND(n, bits). */
 #ifndef HIL_OFFLOAD_H
 #define HIL_OFFLOAD_H
 
@@ -16,7 +17,10 @@
 #define HIL_OFFLOAD_FORMAT_VERSION 1u
 #define HIL_OFFLOAD_MODE_STORED 0u
 #define HIL_OFFLOAD_MODE_LZW 1u
-#define HIL_OFFLOAD_HEADER_BYTES 4u /* u8 version, u8 mode, u8 bits, u8 max code bits (0 when stored) */
+#define HIL_OFFLOAD_MODE_HUFFMAN 2u
+/* u8 version, u8 mode, u8 bits, u8 max code bits (LZW: W; Huffman: the longest code length; stored: 0) */
+#define HIL_OFFLOAD_HEADER_BYTES 4u
+#define HIL_OFFLOAD_HUFFMAN_MAX_LEN 15u /* the longest Huffman code, bits */
 
 /* Largest LZW code width; the dictionary has 2^this codes. 12 (4096 codes, 20 KiB of trie) as in the
  * reference encoder: the format carries it, so a decoder reads any value in range. */
@@ -33,7 +37,7 @@
 typedef enum {
     HIL_OFFLOAD_OK = 0,
     HIL_OFFLOAD_OVERFLOW = 1, /* the payload does not fit `capacity`; nothing valid was written */
-    HIL_OFFLOAD_BAD_ARGS = 2  /* bits outside 1..8 */
+    HIL_OFFLOAD_BAD_ARGS = 2  /* bits outside 1..8, or Huffman code lengths outside 1..15 or not a prefix code */
 } hil_offload_status_t;
 
 /* A model's offload configuration. Generated per model into MODEL_DIR/hil_offload.c by
@@ -58,6 +62,9 @@ typedef struct {
     const int16_t *int16_run_start;
     const uint8_t *int16_run_code;
     int8_t *code_buffer;           /* n_values bytes */
+    /* 2^bits canonical Huffman code lengths (1..15) of codes 0..2^bits-1 (agilenn.json huffman_code_lengths),
+     * or NULL: the model has none and never sends mode 2. */
+    const uint8_t *huffman_lengths;
 } hil_offload_config_t;
 
 /* The model's configuration, or NULL when the firmware was built without one (core/src/offload_none.c). */
@@ -68,9 +75,11 @@ void hil_offload_codes_from_int16(const int16_t *values, uint32_t n, const int16
                                   const uint8_t *run_code, uint32_t n_runs, int8_t *codes);
 
 /* Maps n int8 values through int8_to_code (masked to `bits` bits) and writes the payload to out, at most
- * capacity bytes; *out_len is its length (0 unless HIL_OFFLOAD_OK). Not reentrant: the dictionary is
- * static. */
+ * capacity bytes; *out_len is its length (0 unless HIL_OFFLOAD_OK). huffman_lengths: 2^bits code lengths
+ * (mode 2 is a candidate), or NULL (stored or LZW only, as before mode 2). Not reentrant: the dictionary
+ * and the Huffman table are static. */
 hil_offload_status_t hil_offload_compress(const int8_t *values, uint32_t n, const uint8_t *int8_to_code,
-                                          uint32_t bits, uint8_t *out, uint32_t capacity, uint32_t *out_len);
+                                          uint32_t bits, const uint8_t *huffman_lengths, uint8_t *out,
+                                          uint32_t capacity, uint32_t *out_len);
 
 #endif

@@ -173,7 +173,8 @@ static inline int64_t hil_mul_s32_s32(int32_t a, int32_t b) {
  * M = m2 * 2^22 + m1 * 2^11 + m0: each x * m fits int32, the rounding term is a multiple of 2^22, and nested
  * floors divide once, so
  *   floor((x * M + round) / 2^n) = (x * m2 + ((x * m1 + ((x * m0) >> 11)) >> 11) + round / 2^22) >> (n - 22)
- * with three 32-bit multiplies. Elsewhere the flag is ignored. */
+ * with three 32-bit multiplies. small_acc 2 (the _u8 convolution kernels, where n <= 52 but the bound is
+ * above 2^20): the same form for an accumulator that is below 2^20 at run time. Elsewhere the flag is ignored. */
 static inline int32_t hil_requantize_s32_wide(int32_t x, int32_t multiplier, int32_t n) {
     const int64_t round =
         ((int64_t)1 << (n - 1)) + ((int64_t)1 << 30) + (int64_t)((uint64_t)(int64_t)(x >> 31) << 31);
@@ -191,7 +192,8 @@ static __attribute__((noinline, unused)) int32_t hil_requantize_s32_wide_call(in
 
 static inline int32_t hil_requantize_s32(int32_t x, int32_t multiplier, int32_t n, int32_t small_acc) {
 #if HIL_SLOW_MUL64
-    if (small_acc) {
+    /* small_acc 2: the layer's bound is above 2^20 but this accumulator may be below it (checked here) */
+    if (small_acc == 1 || (small_acc == 2 && (uint32_t)x + ((1u << 20) - 1u) < (2u << 20) - 1u)) {
         const int32_t q0 = (x * (multiplier & 0x7FF)) >> 11;
         const int32_t q1 = (x * ((multiplier >> 11) & 0x7FF) + q0) >> 11;
         const int32_t t2 = x * (multiplier >> 22) + q1 + ((int32_t)1 << (n - 23)) + (1 << 8) + ((x >> 31) & -512);

@@ -1,6 +1,10 @@
 /* ADD, int8: TFLM reference_integer_ops::Add / BroadcastAdd. Both inputs are shifted left by 20
  * bits to keep precision, brought to a common scale (2 * the larger input scale) with multipliers
- * below one, summed, and the sum is requantized to the output scale. */
+ * below one, summed, and the sum is requantized to the output scale.
+ *
+ * Generic kernel: HIL_PORTABLE(hil_add), any broadcast. Specialised (hil_add_table, same shapes): the rescaled
+ * input of each of the 256 int8 values comes from a table the compiler computed, and the sum is requantized in
+ * one step (hil_quant.h), which the compiler checked is exact (a right shift, no int32 overflow). */
 #include "hil_kernels.h"
 #include "hil_quant.h"
 
@@ -34,5 +38,18 @@ void HIL_PORTABLE(hil_add)(const hil_add_params_t *p, const int8_t *input1, cons
                 }
             }
         }
+    }
+}
+
+void hil_add_table(const hil_add_fast_params_t *p, const int8_t *input1, const int8_t *input2, int8_t *output) {
+    const int32_t *t1 = p->table1, *t2 = p->table2;
+    const int32_t m = p->output_multiplier, n = p->output_shift, zp = p->output_offset;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    const uint8_t *a = (const uint8_t *)input1, *b = (const uint8_t *)input2;
+    int32_t i;
+    HIL_DCHECK(p->size >= 0 && t1 != 0 && t2 != 0 && n > 31 && lo <= hi);
+    for (i = 0; i < p->size; ++i) {
+        const int32_t y = hil_requantize_s32(t1[a[i]] + t2[b[i]], m, n, 0) + zp;
+        output[i] = (int8_t)(y < lo ? lo : (y > hi ? hi : y));
     }
 }

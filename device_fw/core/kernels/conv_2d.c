@@ -12,6 +12,9 @@
  * loaded, with the input zero point folded into the bias at compile time and the requantization done in one
  * step (hil_requantize_s32 / hil_requantize_16x8). FULLY_CONNECTED's specialised form is hil_conv_2d_1x1
  * (fully_connected.c).
+ *   hil_conv_2d_1x1_u8,        what the compiler emits for int8 from a depth of 16 (the two above stay for
+ *   hil_conv_2d_patch_u8       shallower ones and for models compiled before): inputs copied to scratch as
+ *                              x + 128, blocks of 16 output channels (below the template).
  *
  * The int8 and 16x8 kernels are one source: this file includes itself once per element type; the second
  * part (below HIL_TEMPLATE_PASS) is compiled twice with HIL_16X8 = 0 and 1. */
@@ -29,6 +32,234 @@
 #include "conv_2d.c"
 #undef HIL_16X8
 #undef HIL_TEMPLATE_PASS
+
+/* ---- int8 on unsigned operands: hil_conv_2d_1x1_u8, hil_conv_2d_patch_u8 --------------------------------
+ * What the compiler emits for int8 convolutions and FULLY_CONNECTED (the kernels above stay for models compiled
+ * before them). Each output pixel's inputs are first copied to a scratch vector as u = x + 128 (x ^ 0x80, a
+ * word at a time where aligned; a padded tap reads the input zero point + 128), so that both operands of every
+ * product are unsigned bytes: the lx106 loads them without sign extension (one l8ui instead of three
+ * instructions) and a product fits 16 unsigned bits. With the weights stored + 128:
+ *   sum w * (x - zp) + bias = sum (w + 128) * u - 128 * sum u + [bias - (zp + 128) * sum w]
+ * where the bracket is the compile-time bias (hil_conv_fast_params_t.bias for these kernels) and 128 * sum u is
+ * subtracted once per pixel. The filter is in blocks of p->block output channels (4, or 16 where there are at
+ * least 16): [ceil(output_c / block)][depth][block]. Targets with registers to spare (HIL_UNROLL >= 2: hosts) run
+ * a block of 16 as one loop over the 16 channels per input, which the compiler may vectorize (plain C, no
+ * intrinsics); the lx106 runs every block as groups of four channels kept in registers, four inputs per step. */
+
+#if defined(__GNUC__)
+#if UINTPTR_MAX > 0xFFFFFFFFu
+typedef uint64_t __attribute__((may_alias)) conv_word_t;
+#define CONV_WORD_FLIP 0x8080808080808080ull
+#else
+typedef uint32_t __attribute__((may_alias)) conv_word_t;
+#define CONV_WORD_FLIP 0x80808080u
+#endif
+#define CONV_NOINLINE __attribute__((noinline))
+#else
+#define CONV_NOINLINE
+#endif
+
+/* dst[i] = src[i] + 128 as uint8 (x ^ 0x80), for n values. */
+static void conv_u8_copy(uint8_t *dst, const int8_t *src, int32_t n) {
+    int32_t i = 0;
+#ifdef CONV_WORD_FLIP
+    if ((((uintptr_t)dst | (uintptr_t)src) & (sizeof(conv_word_t) - 1)) == 0) {
+        conv_word_t *d = (conv_word_t *)(void *)dst;
+        const conv_word_t *s = (const conv_word_t *)(const void *)src;
+        const int32_t words = n / (int32_t)sizeof(conv_word_t);
+        for (; i < words; ++i) {
+            d[i] = s[i] ^ CONV_WORD_FLIP;
+        }
+        i *= (int32_t)sizeof(conv_word_t);
+    }
+#endif
+    for (; i < n; ++i) {
+        dst[i] = (uint8_t)((uint8_t)src[i] ^ 0x80u);
+    }
+}
+
+/* Four output channels over `depth` inputs: acc[j] += sum_k w[k * S + j] * v[k], with S (the block) a constant
+ * so that every load has an immediate offset; four inputs per step, a barrier between them (HIL_STEP_BARRIER:
+ * on the lx106 gcc would otherwise hoist every load to the top and spill). The _sum form also returns sum v. */
+#define CONV_U8_STEP(S, J)                                                                                      \
+    do {                                                                                                     \
+        const int32_t x = v[J];                                                                              \
+        a0 += w[(J) * (S) + 0] * x;                                                                          \
+        a1 += w[(J) * (S) + 1] * x;                                                                          \
+        a2 += w[(J) * (S) + 2] * x;                                                                          \
+        a3 += w[(J) * (S) + 3] * x;                                                                          \
+        CONV_U8_SUM(x);                                                                                      \
+        HIL_STEP_BARRIER();                                                                                  \
+    } while (0)
+
+#define CONV_U8_DOT4(NAME, S, RET, SUM_DECL, SUM_RET)                                                           \
+    static CONV_NOINLINE RET NAME(const uint8_t *w, const uint8_t *v, int32_t depth, int32_t *acc) {          \
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                              \
+        const uint8_t *end = v + (depth & ~7);                                                               \
+        SUM_DECL;                                                                                            \
+        for (; v != end; v += 8, w += 8 * (S)) {                                                             \
+            CONV_U8_STEP(S, 0);                                                                              \
+            CONV_U8_STEP(S, 1);                                                                              \
+            CONV_U8_STEP(S, 2);                                                                              \
+            CONV_U8_STEP(S, 3);                                                                              \
+            CONV_U8_STEP(S, 4);                                                                              \
+            CONV_U8_STEP(S, 5);                                                                              \
+            CONV_U8_STEP(S, 6);                                                                              \
+            CONV_U8_STEP(S, 7);                                                                              \
+        }                                                                                                    \
+        for (end = v + (depth & 7); v != end; ++v, w += (S)) {                                               \
+            CONV_U8_STEP(S, 0);                                                                              \
+        }                                                                                                    \
+        acc[0] = a0;                                                                                         \
+        acc[1] = a1;                                                                                         \
+        acc[2] = a2;                                                                                         \
+        acc[3] = a3;                                                                                         \
+        SUM_RET;                                                                                             \
+    }
+
+#define CONV_U8_SUM(x) ((void)0)
+CONV_U8_DOT4(conv_u8_dot4_s4, 4, void, (void)0, (void)0)
+CONV_U8_DOT4(conv_u8_dot4_s16, 16, void, (void)0, (void)0)
+#undef CONV_U8_SUM
+#define CONV_U8_SUM(x) (sum += (x))
+CONV_U8_DOT4(conv_u8_dot4_sum_s4, 4, int32_t, int32_t sum = 0, return sum)
+CONV_U8_DOT4(conv_u8_dot4_sum_s16, 16, int32_t, int32_t sum = 0, return sum)
+#undef CONV_U8_SUM
+
+#if HIL_UNROLL >= 2
+/* Sixteen output channels over `depth` inputs, one input at a time (a vector of sixteen on hosts: each
+ * product is below 2^16). */
+static CONV_NOINLINE void conv_u8_dot16(const uint8_t *w, const uint8_t *v, int32_t depth, int32_t *acc) {
+    int32_t a[16] = {0};
+    int32_t k, c;
+    for (k = 0; k < depth; ++k) {
+        const uint16_t x = v[k];
+        for (c = 0; c < 16; ++c) {
+            a[c] += (uint16_t)(w[c] * x);
+        }
+        w += 16;
+    }
+    memcpy(acc, a, sizeof a);
+}
+#endif
+
+/* Requantizes and stores output channels c .. c + n - 1 (n <= 16) from acc (without the bias and the -128 sum u
+ * correction, `fold` below). */
+static void conv_u8_store(const hil_conv_fast_params_t *p, int32_t c, int8_t *out, const int32_t *acc, int32_t n,
+                          int32_t correction) {
+    const int32_t *bias = p->bias + c;
+    int32_t j;
+    for (j = 0; j < n; j += 4) {
+        conv_store4(p, c + j, out, acc[j] + bias[j] - correction, acc[j + 1] + bias[j + 1] - correction,
+                    acc[j + 2] + bias[j + 2] - correction, acc[j + 3] + bias[j + 3] - correction);
+    }
+}
+
+/* One output pixel from its inputs u (depth bytes, x + 128). */
+static void conv_u8_pixel(const hil_conv_fast_params_t *p, const uint8_t *u, int32_t depth, int8_t *out) {
+    const int32_t out_c = p->output_c, block = p->block;
+    int32_t c, correction = 0, acc[16];
+#if HIL_UNROLL >= 2
+    if (block == 16) {
+        const uint8_t *w = p->filter;
+        int32_t k, sum = 0;
+        for (k = 0; k < depth; ++k) {
+            sum += u[k];
+        }
+        correction = 128 * sum;
+        for (c = 0; c < out_c; c += 16, w += 16 * depth) {
+            conv_u8_dot16(w, u, depth, acc);
+            conv_u8_store(p, c, out, acc, out_c - c < 16 ? out_c - c : 16, correction);
+        }
+        return;
+    }
+#endif
+    for (c = 0; c < out_c; c += 4) {
+        /* channels c .. c + 3: group c % block of block c / block */
+        const uint8_t *w = p->filter + (c / block) * block * depth + c % block;
+        if (block == 16) {
+            if (c == 0) {
+                correction = 128 * conv_u8_dot4_sum_s16(w, u, depth, acc);
+            } else {
+                conv_u8_dot4_s16(w, u, depth, acc);
+            }
+        } else if (c == 0) {
+            correction = 128 * conv_u8_dot4_sum_s4(w, u, depth, acc);
+        } else {
+            conv_u8_dot4_s4(w, u, depth, acc);
+        }
+        conv_u8_store(p, c, out, acc, 4, correction);
+    }
+}
+
+static void conv_u8_check(const hil_conv_fast_params_t *p) {
+    (void)p;
+    check_fast_params(p);
+    HIL_DCHECK(p->block == 4 || p->block == 16);
+}
+
+void hil_conv_2d_1x1_u8(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
+    const int32_t in_c = p->input_c, out_c = p->output_c;
+    uint8_t *u = (uint8_t *)scratch;
+    int32_t b, out_y, out_x;
+    conv_u8_check(p);
+    HIL_DCHECK(scratch != 0);
+    HIL_DCHECK(p->filter_h == 1 && p->filter_w == 1 && p->pad_h == 0 && p->pad_w == 0);
+    for (b = 0; b < p->batches; ++b) {
+        for (out_y = 0; out_y < p->output_h; ++out_y) {
+            const int8_t *in_row = input + ((b * p->input_h) + out_y * p->stride_h) * p->input_w * in_c;
+            for (out_x = 0; out_x < p->output_w; ++out_x) {
+                conv_u8_copy(u, in_row + out_x * p->stride_w * in_c, in_c);
+                conv_u8_pixel(p, u, in_c, output);
+                output += out_c;
+            }
+        }
+    }
+}
+
+void hil_conv_2d_patch_u8(const hil_conv_fast_params_t *p, const int8_t *input, int8_t *output, int8_t *scratch) {
+    const int32_t in_c = p->input_c;
+    const int32_t depth = p->filter_h * p->filter_w * in_c;
+    const uint8_t pad = (uint8_t)(p->pad_value + 128);
+    uint8_t *u = (uint8_t *)scratch;
+    int32_t b, out_y, out_x, fy, fx, i;
+    conv_u8_check(p);
+    HIL_DCHECK(scratch != 0);
+    for (b = 0; b < p->batches; ++b) {
+        const int8_t *image = input + b * p->input_h * p->input_w * in_c;
+        for (out_y = 0; out_y < p->output_h; ++out_y) {
+            const int32_t in_y_origin = out_y * p->stride_h - p->pad_h;
+            for (out_x = 0; out_x < p->output_w; ++out_x) {
+                const int32_t in_x_origin = out_x * p->stride_w - p->pad_w;
+                uint8_t *s = u;
+                for (fy = 0; fy < p->filter_h; ++fy) {
+                    const int32_t in_y = in_y_origin + fy * p->dilation_h;
+                    const int row_ok = in_y >= 0 && in_y < p->input_h;
+                    if (row_ok && p->dilation_w == 1 && in_x_origin >= 0 && in_x_origin + p->filter_w <= p->input_w) {
+                        /* the whole filter row is inside the image: one contiguous run */
+                        const int32_t n = p->filter_w * in_c;
+                        conv_u8_copy(s, image + (in_y * p->input_w + in_x_origin) * in_c, n);
+                        s += n;
+                        continue;
+                    }
+                    for (fx = 0; fx < p->filter_w; ++fx) {
+                        const int32_t in_x = in_x_origin + fx * p->dilation_w;
+                        if (row_ok && in_x >= 0 && in_x < p->input_w) {
+                            conv_u8_copy(s, image + (in_y * p->input_w + in_x) * in_c, in_c);
+                        } else {
+                            for (i = 0; i < in_c; ++i) {
+                                s[i] = pad; /* the zero point: adds nothing after the folded bias */
+                            }
+                        }
+                        s += in_c;
+                    }
+                }
+                conv_u8_pixel(p, u, depth, output);
+                output += p->output_c;
+            }
+        }
+    }
+}
 
 #else /* ---- the template: ELEM is the activation type ---------------------------------------------- */
 

@@ -4,7 +4,8 @@
  * (a per-tensor model passes its single multiplier once per output, which is the same arithmetic as
  * FullyConnected), and hil_fully_connected_16x8, the same for int16 input (no offsets, a 64-bit accumulator).
  * The specialised form is a 1x1 convolution over `batches` pixels: the compiler emits a call to
- * hil_conv_2d_1x1[_16x8] (conv_2d.c) with the weights packed for it.
+ * hil_conv_2d_1x1_u8 (int8 from a depth of 16), hil_conv_2d_1x1 or hil_conv_2d_1x1_16x8 (conv_2d.c) with the
+ * weights packed for it.
  *
  * One source for int8 and 16x8: the part below HIL_TEMPLATE_PASS is compiled twice (see conv_2d.c). */
 #ifndef HIL_TEMPLATE_PASS

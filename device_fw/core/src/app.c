@@ -439,8 +439,8 @@ static void handle_infer_offload(const hil_frame_t *f)
                                          cfg->int16_run_code, cfg->n_int16_runs, cfg->code_buffer);
             values = cfg->code_buffer;
         }
-        st = hil_offload_compress(values, cfg->n_values, cfg->int8_to_code, cfg->bits, cfg->payload,
-                                  cfg->payload_capacity, &payload_len);
+        st = hil_offload_compress(values, cfg->n_values, cfg->int8_to_code, cfg->bits, cfg->huffman_lengths,
+                                  cfg->payload, cfg->payload_capacity, &payload_len);
     }
     c2 = hil_port_cycles();
     hil_port_marker(0);
@@ -451,7 +451,8 @@ static void handle_infer_offload(const hil_frame_t *f)
     }
     outputs_valid = 1;
     if (st == HIL_OFFLOAD_BAD_ARGS) {
-        hil_send_error(f->seq, HIL_E_UNSUPPORTED, f->type, "offload config has an unsupported bit width");
+        hil_send_error(f->seq, HIL_E_UNSUPPORTED, f->type,
+                       "offload config has an unsupported bit width or Huffman code lengths");
         return;
     }
     for (i = 0; i < cfg->n_local_ops; i++) {

@@ -7,7 +7,13 @@
  *
  * The dictionary is a trie in three static arrays indexed by code: first_child, next_sibling and symbol.
  * Finding the child of a prefix for a symbol walks at most A siblings, so the work per input value is
- * bounded (8 comparisons at 3 bits) whatever the data; a reset clears the A root entries only. */
+ * bounded (8 comparisons at 3 bits) whatever the data; a reset clears the A root entries only.
+ *
+ * Static canonical Huffman (mode 2, models with code lengths), as codec.py's huffman_encode(): the canonical
+ * codes (DEFLATE's assignment in (length, symbol) order) are built from the lengths into a static table of
+ * A entries, stored bit-reversed so that the LSB-first writer sends each code most significant bit first;
+ * the payload's size is known from one pass (the sum of the lengths), so the encoder can pick the smallest
+ * mode before writing it. */
 #include "hil_offload.h"
 
 #include <stddef.h>
@@ -18,6 +24,9 @@
 static uint16_t first_child[DICT_SIZE];
 static uint16_t next_sibling[DICT_SIZE];
 static uint8_t node_symbol[DICT_SIZE];
+
+static uint16_t huff_code[256]; /* canonical code of each symbol, bit-reversed (its first bit in bit 0) */
+static uint8_t huff_len[256];
 
 /* ---- LSB-first bit writer into a bounded buffer ---- */
 
@@ -191,10 +200,79 @@ static void stored_body(bit_writer_t *w, const int8_t *values, uint32_t n, const
     bw_finish(w);
 }
 
+/* ---- static canonical Huffman ---- */
+
+/* Fills huff_code / huff_len for A = 2^bits symbols; 0 when a length is outside 1..15 or the lengths are
+ * oversubscribed (Kraft sum > 1: not a prefix code). Work: A + 15 steps. */
+static int huffman_table(const uint8_t *lengths, uint32_t bits, uint32_t *max_len)
+{
+    const uint32_t alphabet = 1u << bits;
+    uint32_t bl_count[HIL_OFFLOAD_HUFFMAN_MAX_LEN + 1u] = {0};
+    uint32_t next_code[HIL_OFFLOAD_HUFFMAN_MAX_LEN + 1u];
+    uint32_t s, len, code = 0, left = 1, top = 0;
+
+    for (s = 0; s < alphabet; s++) {
+        if (lengths[s] < 1u || lengths[s] > HIL_OFFLOAD_HUFFMAN_MAX_LEN) {
+            return 0;
+        }
+        bl_count[lengths[s]]++;
+        top = lengths[s] > top ? lengths[s] : top;
+    }
+    for (len = 1; len <= HIL_OFFLOAD_HUFFMAN_MAX_LEN; len++) {
+        left <<= 1; /* codes of this length still free; at most 2^15 */
+        if (bl_count[len] > left) {
+            return 0;
+        }
+        left -= bl_count[len];
+        code = (code + bl_count[len - 1u]) << 1;
+        next_code[len] = code;
+    }
+    for (s = 0; s < alphabet; s++) {
+        uint32_t c = next_code[lengths[s]]++;
+        uint32_t rev = 0;
+
+        for (len = 0; len < lengths[s]; len++) {
+            rev = (rev << 1) | ((c >> len) & 1u);
+        }
+        huff_code[s] = (uint16_t)rev;
+        huff_len[s] = lengths[s];
+    }
+    *max_len = top;
+    return 1;
+}
+
+static uint64_t huffman_bits(const int8_t *values, uint32_t n, const uint8_t *lut, uint32_t bits)
+{
+    const uint32_t mask = (1u << bits) - 1u;
+    uint64_t total = 0;
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        total += huff_len[lut[(uint8_t)(values[i] + 128)] & mask];
+    }
+    return total;
+}
+
+static void huffman_body(bit_writer_t *w, const int8_t *values, uint32_t n, const uint8_t *lut, uint32_t bits)
+{
+    const uint32_t mask = (1u << bits) - 1u;
+    uint32_t i;
+
+    for (i = 0; i < n && !w->full; i++) {
+        const uint32_t s = lut[(uint8_t)(values[i] + 128)] & mask;
+        bw_put(w, huff_code[s], huff_len[s]);
+    }
+    bw_finish(w);
+}
+
 hil_offload_status_t hil_offload_compress(const int8_t *values, uint32_t n, const uint8_t *int8_to_code,
-                                          uint32_t bits, uint8_t *out, uint32_t capacity, uint32_t *out_len)
+                                          uint32_t bits, const uint8_t *huffman_lengths, uint8_t *out,
+                                          uint32_t capacity, uint32_t *out_len)
 {
     const uint64_t stored_bytes = HIL_OFFLOAD_HEADER_BYTES + (((uint64_t)n * bits + 7u) >> 3);
+    uint64_t best_bytes = stored_bytes; /* the smallest of stored and Huffman (stored on a tie) */
+    uint32_t best_mode = HIL_OFFLOAD_MODE_STORED;
+    uint32_t huff_max_len = 0;
     bit_writer_t w;
     uint32_t lzw_capacity;
 
@@ -202,8 +280,20 @@ hil_offload_status_t hil_offload_compress(const int8_t *values, uint32_t n, cons
     if (bits < 1u || bits > 8u) {
         return HIL_OFFLOAD_BAD_ARGS;
     }
-    /* LZW only when strictly smaller than stored: give it one byte less than stored, at most capacity. */
-    lzw_capacity = stored_bytes - 1u < capacity ? (uint32_t)(stored_bytes - 1u) : capacity;
+    if (huffman_lengths != NULL) {
+        uint64_t huff_bytes;
+
+        if (!huffman_table(huffman_lengths, bits, &huff_max_len)) {
+            return HIL_OFFLOAD_BAD_ARGS;
+        }
+        huff_bytes = HIL_OFFLOAD_HEADER_BYTES + ((huffman_bits(values, n, int8_to_code, bits) + 7u) >> 3);
+        if (huff_bytes < best_bytes) {
+            best_bytes = huff_bytes;
+            best_mode = HIL_OFFLOAD_MODE_HUFFMAN;
+        }
+    }
+    /* LZW only when strictly smaller than the others: give it one byte less than the best, at most capacity. */
+    lzw_capacity = best_bytes - 1u < capacity ? (uint32_t)(best_bytes - 1u) : capacity;
     bw_init(&w, out, lzw_capacity);
     write_header(&w, HIL_OFFLOAD_MODE_LZW, bits, HIL_OFFLOAD_LZW_MAX_BITS);
     if (!w.full) {
@@ -213,12 +303,17 @@ hil_offload_status_t hil_offload_compress(const int8_t *values, uint32_t n, cons
         *out_len = w.len;
         return HIL_OFFLOAD_OK;
     }
-    if (stored_bytes > capacity) {
+    if (best_bytes > capacity) {
         return HIL_OFFLOAD_OVERFLOW;
     }
     bw_init(&w, out, capacity);
-    write_header(&w, HIL_OFFLOAD_MODE_STORED, bits, 0u);
-    stored_body(&w, values, n, int8_to_code, bits);
+    if (best_mode == HIL_OFFLOAD_MODE_HUFFMAN) {
+        write_header(&w, HIL_OFFLOAD_MODE_HUFFMAN, bits, huff_max_len);
+        huffman_body(&w, values, n, int8_to_code, bits);
+    } else {
+        write_header(&w, HIL_OFFLOAD_MODE_STORED, bits, 0u);
+        stored_body(&w, values, n, int8_to_code, bits);
+    }
     *out_len = w.len;
     return HIL_OFFLOAD_OK;
 }

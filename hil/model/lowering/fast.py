@@ -1,19 +1,25 @@
 """Specialised kernels: what the compiler knows at compile time, used to make the C core fast.
 
-`specialise(call)` takes a weighted operator already lowered to its generic kernel (CONV_2D, DEPTHWISE_CONV_2D,
-FULLY_CONNECTED; int8 or 16x8) and returns the call of a specialised kernel (device_fw/core/include/
+`specialise(call)` takes an operator already lowered to its generic kernel (CONV_2D, DEPTHWISE_CONV_2D,
+FULLY_CONNECTED, int8 or 16x8; ADD) and returns the call of a specialised kernel (device_fw/core/include/
 hil_kernels.h, "Specialised kernels") with its data, or None where none applies. What it precomputes:
 
 - the input zero point folded into the bias: bias + input_offset * (sum of the channel's weights). A padded
   tap contributes nothing in TFLM; the specialised kernels make it read the input zero point instead (a row of
   zero points for depthwise, the pad value in the convolution's gathered patch), which adds input_offset *
   w + w * zero_point = 0 on top of the fold, so borders stay exact;
-- the weights in the order the loops read them: convolutions and FULLY_CONNECTED in blocks of four output
-  channels ([channels / 4][depth][4], zero-padded), depthwise with each channel's taps side by side;
+- the weights in the order the loops read them: int8 convolutions and FULLY_CONNECTED (the _u8 kernels, which
+  read their inputs as x + 128, so the bias also absorbs -128 * sum of the weights; from a depth of
+  U8_MIN_DEPTH) in blocks of 16 output channels where there are at least 16, else 4 ([channels / block][depth]
+  [block], zero-padded), 16x8 ones in blocks of four, depthwise with each channel's taps side by side;
 - for 16x8, TFLM's reduced Q0.15 multiplier;
 - the choice of loop: 1x1 without padding is a matrix product (FULLY_CONNECTED is one over its batches), other
-  convolutions gather each output pixel's patch into an arena scratch vector first; 3x3 depthwise with
-  depth multiplier 1 is unrolled, other depthwise filters loop over up to HIL_DEPTHWISE_MAX_TAPS taps.
+  convolutions gather each output pixel's patch into an arena scratch vector first (int8: the 1x1 kernel
+  copies each pixel's inputs there too, as x + 128); 3x3 depthwise with depth multiplier 1 is unrolled, other
+  depthwise filters loop over up to HIL_DEPTHWISE_MAX_TAPS taps;
+- ADD of two same-shape activations (hil_add_table): each input's rescaled value, TFLM's
+  MultiplyByQuantizedMultiplierSmallerThanOneExp((x - zero point) << 20), as a table of its 256 values, and the
+  sum's requantization in one step where TFLM's output shift is a right shift.
 
 Exactness conditions, checked per output channel from the actual weights and bias over the whole input range
 (else the generic kernel is kept): every partial sum of the specialised loop and TFLM's accumulator fit in
@@ -32,6 +38,8 @@ from hil.model.lowering.common import ConstArray, KernelCall
 INT32_MAX = 2**31 - 1
 DEPTHWISE_MAX_TAPS = 64  # HIL_DEPTHWISE_MAX_TAPS in hil_kernels.h
 BLOCK = 4  # output channels per block of the convolution kernels
+WIDE_BLOCK = 16  # the int8 (_u8) kernels' block where there are at least this many output channels
+U8_MIN_DEPTH = 16  # the int8 dot products from which the _u8 kernels run (shallower: the signed ones)
 # The generic kernels a port may dispatch to a vendor library (HIL_USE_ESP_NN, hil_kernels.h): a model calls
 # them with their params struct when built that way, so their generic data is kept beside the specialised one.
 VENDOR_KERNELS = (
@@ -142,29 +150,41 @@ def _matrix_call(
     lo, hi = _tflm_range(w, bias, zero_point, is16)
     acc_abs = np.maximum(np.abs(lo), np.abs(hi))
     exact, small = _requant_ok(acc_abs, shift, is16)
-    # The kernel's accumulator: bias - zero point * sum(w) - 128 * sum(x) + sum (w + 128) * x.
-    folded = bias - zero_point * w.sum(axis=1)
-    x_abs = 32768 if is16 else 128
-    partial = np.abs(folded) + depth * (128 * x_abs + 255 * x_abs)
+    u8 = kernel.endswith("_u8")
+    if not u8:
+        # The kernel's accumulator: bias - zero point * sum(w) - 128 * sum(x) + sum (w + 128) * x.
+        folded = bias - zero_point * w.sum(axis=1)
+        x_abs = 32768 if is16 else 128
+        partial = np.abs(folded) + depth * (128 * x_abs + 255 * x_abs)
+        block = BLOCK
+    else:
+        # The _u8 kernels' (inputs u = x + 128): sum (w + 128) * u - 128 * sum(u) + bias - (zero point + 128) * sum(w)
+        folded = bias - (zero_point + 128) * w.sum(axis=1)
+        partial = np.abs(folded) + depth * (255 * 255 + 128 * 255)
+        block = WIDE_BLOCK if channels >= WIDE_BLOCK else BLOCK
     tflm_partial = np.abs(bias) + np.abs(w).sum(axis=1) * (32768 if is16 else 255)
     if not (exact and _fits(partial, tflm_partial, acc_abs)):
         return None
-    n = _ceil4(channels)
+    if u8 and not small and bool(np.all(31 - shift <= 52)):
+        small = 2  # hil_quant.h: the lx106 checks each accumulator against 2^20 at run time
+    n = (channels + block - 1) // block * block
     packed = np.full((n, depth), -128, dtype=np.int64)  # padded channels: stored 0
     packed[:channels] = w
-    packed = (packed + 128).reshape(n // BLOCK, BLOCK, depth).transpose(0, 2, 1).reshape(-1)
+    packed = (packed + 128).reshape(n // block, block, depth).transpose(0, 2, 1).reshape(-1)
     consts = [
         ConstArray(
             f"{prefix}_fast_filter",
             "uint8_t",
             packed,
-            f"weight + 128, [{n // BLOCK}][{depth}][{BLOCK}]: blocks of 4 channels",
+            f"weight + 128, [{n // block}][{depth}][{block}]: blocks of {block} channels",
         ),
         ConstArray(
             f"{prefix}_fast_bias",
             "int32_t",
             _pad_channels(folded, n),
-            f"[{n}]: bias - input zero point * sum of weights",
+            f"[{n}]: bias - input zero point * sum of weights"
+            if not u8
+            else f"[{n}]: bias - (input zero point + 128) * sum of weights (inputs read as x + 128)",
         ),
         *_requant_arrays(prefix, mult, shift, is16, n),
     ]
@@ -180,6 +200,10 @@ def _matrix_call(
         "output_multiplier": f"{prefix}_fast_multiplier",
         "output_shift": f"{prefix}_fast_shift",
     }
+    if u8:
+        params["block"] = block
+    else:
+        scratch = 0 if kernel.startswith("hil_conv_2d_1x1") else scratch
     elem = 2 if is16 else 1
     return _fast_call(call, kernel, "hil_conv_fast_params_t", params, consts, scratch * elem)
 
@@ -217,16 +241,26 @@ _GEOMETRY = (
 )
 
 
+def _suffix(is16: bool, depth: int) -> str:
+    """16x8: _16x8; int8: _u8 (inputs copied as x + 128, blocks of 16 channels), except for shallow dot products
+    (depth below U8_MIN_DEPTH), where the copy and the calls per group of channels cost more than they save and
+    the signed kernels' inline loops run instead."""
+    if is16:
+        return "_16x8"
+    return "_u8" if depth >= U8_MIN_DEPTH else ""
+
+
 def _specialise_conv(call: KernelCall) -> KernelCall | None:
     filt, bias, mult, shift, zp, is16, prefix = _weighted(call)
     p = call.params
     oc = p["output_c"]
     w2d = filt.reshape(oc, -1)  # OHWI: [oc][fh * fw * ic], the order of the gathered patch
     geometry = {k: p[k] for k in _GEOMETRY}
-    suffix = "_16x8" if is16 else ""
-    if p["filter_h"] == 1 and p["filter_w"] == 1 and p["pad_h"] == 0 and p["pad_w"] == 0:
-        return _matrix_call(call, prefix, w2d, bias, mult, shift, zp, is16, geometry, f"hil_conv_2d_1x1{suffix}", 0)
     depth = p["filter_h"] * p["filter_w"] * p["input_c"]
+    suffix = _suffix(is16, depth)
+    if p["filter_h"] == 1 and p["filter_w"] == 1 and p["pad_h"] == 0 and p["pad_w"] == 0:
+        # _u8: the pixel's inputs, converted to x + 128, in scratch
+        return _matrix_call(call, prefix, w2d, bias, mult, shift, zp, is16, geometry, f"hil_conv_2d_1x1{suffix}", depth)
     return _matrix_call(call, prefix, w2d, bias, mult, shift, zp, is16, geometry, f"hil_conv_2d_patch{suffix}", depth)
 
 
@@ -240,8 +274,9 @@ def _specialise_fully_connected(call: KernelCall) -> KernelCall | None:
         "output_h": 1, "output_w": batches, "output_c": p["output_depth"], "stride_h": 1, "stride_w": 1,
         "dilation_h": 1, "dilation_w": 1, "pad_h": 0, "pad_w": 0,
     }  # fmt: skip
-    suffix = "_16x8" if is16 else ""
-    return _matrix_call(call, prefix, w2d, bias, mult, shift, zp, is16, geometry, f"hil_conv_2d_1x1{suffix}", 0)
+    depth = p["accum_depth"]
+    suffix = _suffix(is16, depth)
+    return _matrix_call(call, prefix, w2d, bias, mult, shift, zp, is16, geometry, f"hil_conv_2d_1x1{suffix}", depth)
 
 
 def _specialise_depthwise(call: KernelCall) -> KernelCall | None:
@@ -295,7 +330,64 @@ def _specialise_depthwise(call: KernelCall) -> KernelCall | None:
     return _fast_call(call, kernel, "hil_depthwise_fast_params_t", params, consts)
 
 
+def _srdhm(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul on Python ints (hil_quant.h)."""
+    if a == b == -(2**31):
+        return INT32_MAX
+    ab = a * b
+    s = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    return s // 2**31 if s >= 0 else -((-s) // 2**31)
+
+
+def _rdbpot(x: int, exponent: int) -> int:
+    """gemmlowp RoundingDivideByPOT on Python ints."""
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if (x & mask) > threshold else 0)
+
+
+def add_table(offset: int, left_shift: int, multiplier: int, shift: int) -> np.ndarray:
+    """TFLM ADD's rescaled input for each byte b of an int8 input (x = b as int8), indexed by b."""
+    x = np.arange(256, dtype=np.int64)
+    x = np.where(x >= 128, x - 256, x)
+    return np.array([_rdbpot(_srdhm((int(v) + offset) * (1 << left_shift), multiplier), -shift) for v in x])
+
+
+def _specialise_add(call: KernelCall) -> KernelCall | None:
+    """ADD of two same-shape tensors: hil_add_table (add.c)."""
+    p = call.params
+    dims = list(p["dims"])
+    size = int(np.prod(dims))
+    contiguous = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1]
+    contiguous = [s if d > 1 else 0 for s, d in zip(contiguous, dims, strict=True)]
+    if not all(isinstance(a, int) for a in call.args) or p["input1_strides"] != p["input2_strides"]:
+        return None
+    if list(p["input1_strides"]) != contiguous or p["output_shift"] >= 0:
+        return None  # broadcast, or no right shift: the one-step requantization is for right shifts only
+    t1 = add_table(p["input1_offset"], p["left_shift"], p["input1_multiplier"], p["input1_shift"])
+    t2 = add_table(p["input2_offset"], p["left_shift"], p["input2_multiplier"], p["input2_shift"])
+    if not _fits(np.abs(t1).max() + np.abs(t2).max()):
+        return None
+    prefix = f"op{call.op_index}"
+    consts = [
+        ConstArray(f"{prefix}_fast_table1", "int32_t", t1, "input 1 rescaled, indexed by its byte"),
+        ConstArray(f"{prefix}_fast_table2", "int32_t", t2, "input 2 rescaled, indexed by its byte"),
+    ]
+    params = {
+        "size": size,
+        "output_offset": p["output_offset"],
+        "output_multiplier": p["output_multiplier"],
+        "output_shift": 31 - p["output_shift"],
+        "act_min": p["act_min"],
+        "act_max": p["act_max"],
+        "table1": f"{prefix}_fast_table1",
+        "table2": f"{prefix}_fast_table2",
+    }
+    return _fast_call(call, "hil_add_table", "hil_add_fast_params_t", params, consts)
+
+
 _SPECIALISERS = {
+    "hil_add": _specialise_add,
     "hil_conv_2d": _specialise_conv,
     "hil_conv_2d_16x8": _specialise_conv,
     "hil_depthwise_conv_2d": _specialise_depthwise,

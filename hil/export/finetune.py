@@ -15,6 +15,9 @@ The int8 codes come from TensorFlow Lite Micro on the int8 conversion that `hil 
 calibration images), so they are the device's codes; finetune.json records that model's sha256 and the export
 refuses a run whose conversion differs from it.
 
+It lives in hil.export, above the training code it drives (hil.train.layers, .trainer, .snap): it needs the
+exporter's int8 conversion and TFLM run (hil.export.agilenn) to get the device's codes.
+
 Run directory additions: finetune/ (codes cache, per-epoch checkpoint), finetune.json (settings, result),
 remote_nn.joint.keras, extractor.joint.keras and local_nn.joint.keras (the joint-trained parts, kept once), and
 new remote_nn.keras / server.keras (and, when snapping, extractor.keras / local_nn.keras / device.keras); one
@@ -35,7 +38,22 @@ from typing import Any
 
 import numpy as np
 
+from hil.export.agilenn import (
+    CALIBRATION_IMAGES,
+    DeviceIO,
+    RunFiles,
+    calibration_images,
+    centroid_lookup,
+    convert_device_int8,
+    model_input,
+    run_dataset,
+    run_int8_tflm,
+)
+from hil.stats import agreement_by_part
+from hil.train.layers import device_keras_model, load_trained, remote_keras_model
 from hil.train.loop import Progress, hardware_info, now, write_json_atomic
+from hil.train.snap import snap_model_to_int8_grid
+from hil.train.trainer import WarmupCosine, smoothed_ce, symmetric_kl
 
 FINETUNE_FILE = "finetune.json"
 CACHE_DIR = "finetune"
@@ -115,9 +133,6 @@ def code_pairs(
     progress: Progress | None = None,
 ) -> CodePairs:
     """Float codes (device_keras_model + nearest centroid) and int8 codes (TFLM + lookup) of `images`."""
-    from hil.export.agilenn import DeviceIO, model_input, run_int8_tflm
-    from hil.train.layers import device_keras_model
-
     cfg = trained.config
     device = device_keras_model(trained)
     local_f, codes_f = [], []
@@ -142,8 +157,6 @@ def agreement_report(
     remote: Any, pairs: CodePairs, centroids: np.ndarray, alpha: float, batch: int = 500
 ) -> dict[str, float]:
     """Accuracies of the float and int8 combined predictions and how often they agree."""
-    from hil.accuracy.job import agreement_by_part
-
     c = centroids.astype(np.float32)
     a = np.float32(alpha)
 
@@ -170,9 +183,6 @@ def _snap_device(trained: Any, calibration: np.ndarray, x_test: np.ndarray, y_te
                  centroids: np.ndarray, alpha: float, cache_stem: Path, bar: Progress) -> dict[str, Any]:
     """Snaps `trained`'s extractor and Local NN to the int8 grid (in place); returns what that changed: the
     test images' agreement with the joint-trained device part (before) and one row per kernel."""
-    from hil.export.agilenn import DeviceIO, centroid_lookup, convert_device_int8
-    from hil.train.snap import snap_model_to_int8_grid
-
     joint_tflite = convert_device_int8(trained, calibration)
     joint_pairs_path = cache_stem.with_name(f"{cache_stem.name}_{sha256_bytes(joint_tflite)[:12]}.npz")
     if joint_pairs_path.is_file():
@@ -193,19 +203,6 @@ def finetune_remote(
     """Fine-tunes run_dir's Remote NN (module docstring); returns finetune.json's content."""
     import keras
     import tensorflow as tf
-
-    from hil.export.agilenn import (
-        CALIBRATION_IMAGES,
-        DeviceIO,
-        RunFiles,
-        calibration_images,
-        centroid_lookup,
-        convert_device_int8,
-        model_input,
-        run_dataset,
-    )
-    from hil.train.layers import device_keras_model, load_trained, remote_keras_model
-    from hil.train.trainer import WarmupCosine, smoothed_ce, symmetric_kl
 
     cfg = config or FinetuneConfig()
     cfg.validate()

@@ -1,6 +1,7 @@
-"""Data for training: CIFAR-10 from keras.datasets, a .npz with x_train/y_train/x_test/y_test, or an image
-folder; and the tf.data pipelines (flip + pad-4 crop augmentation, resize to the model's input size, scale
-to [0, 1]).
+"""Data sets for training, export and the accuracy job: CIFAR-10 from keras.datasets, a .npz with
+x_train/y_train/x_test/y_test, or an image folder; the model input format (uint8 -> [0, 1] at the model's input
+size); and the tf.data pipelines (flip + pad-4 crop augmentation for training). Below every user: it imports
+only hil.paths, and TensorFlow only when called.
 
 Loading returns uint8 arrays and a provenance string, so every reported number can say what it was measured
 on (the project's CIFAR-10 copy is a hybrid, not the official bytes: see its README).
