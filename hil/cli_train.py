@@ -27,6 +27,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hil.train.config import TrainConfig
     from hil.train.trainer import train
 
+    if args.refit_reference is not None:
+        from hil.train.refit import refit_finished_run
+
+        result = refit_finished_run(args.run_dir, args.refit_reference)
+        print(json.dumps({"run_dir": args.run_dir, "reference_refit": {
+            k: v for k, v in result["reference_refit"].items() if k != "evaluation_before"},
+            "evaluation": result["evaluation"]}, indent=2, default=str))
+        return 0
     overrides = parse_overrides(args.set)
     if args.data:
         overrides["dataset"] = args.data
@@ -187,6 +195,9 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field (JSON value), e.g. --set joint_epochs=30")
     p.add_argument("--max-epochs", type=int, help="stop after this many epochs in this call (resume later)")
+    p.add_argument("--refit-reference", type=int, metavar="EPOCHS",
+                   help="on a finished run: train the reference alone on the final features for EPOCHS epochs, "
+                   "then re-evaluate (skewness against the refitted reference); the device part is unchanged")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

@@ -98,3 +98,33 @@ def test_co_trained_reference_and_local_head_learn_on_their_own(tmp_path):
     assert result.evaluation["local_accuracy"] > 0.5
     assert result.evaluation["reference_accuracy"] > 0.5
     assert 0.0 < joint[-1]["train_ref_loss"] < joint[0]["train_ref_loss"]
+
+
+@pytest.mark.timeout(300)
+def test_reference_refit_in_the_final_stage_and_on_a_finished_run(tmp_path):
+    from hil.train.loop import RunDirError
+    from hil.train.refit import refit_finished_run
+    from hil.train.trainer import train
+
+    data = synthetic_dataset(256, 100, seed=2)
+    run = tmp_path / "run"
+    with pytest.raises(RunDirError, match="finish the run"):
+        refit_finished_run(run, 1, data=data)
+    cfg = tiny_config("x.npz", ref_epochs=0, channel_preprocess=False, joint_epochs=1, steps_per_epoch=None,
+                      batch_size=32, reference_refit_epochs=2, eval_batch_size=50)
+    assert train(cfg, run, progress=False, data=data).complete
+    result = json.loads((run / "result.json").read_text())
+    refit = result["reference_refit"]
+    assert refit["epochs"] == 2 and len(refit["train_loss"]) == 2
+    # the evaluation's reference accuracy is the refitted reference's
+    assert result["evaluation"]["reference_accuracy"] == pytest.approx(refit["test_reference_accuracy_after"])
+    device_before = (run / "device.keras").read_bytes()
+
+    again = refit_finished_run(run, 1, data=data)
+    assert (run / "reference.cotrained.keras").is_file()
+    assert again["reference_refit"]["evaluation_before"] == result["evaluation"]
+    assert again["evaluation"]["reference_accuracy"] == pytest.approx(
+        again["reference_refit"]["test_reference_accuracy_after"])
+    assert (run / "device.keras").read_bytes() == device_before  # nothing on the device changed
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["stage"] == "refit"

@@ -52,8 +52,9 @@ from hil.export.agilenn import (
 from hil.stats import agreement_by_part
 from hil.train.layers import device_keras_model, load_trained, remote_keras_model
 from hil.train.loop import Progress, hardware_info, now, write_json_atomic
+from hil.train.schedule import WarmupCosine, smoothed_ce
 from hil.train.snap import snap_model_to_int8_grid
-from hil.train.trainer import WarmupCosine, smoothed_ce, symmetric_kl
+from hil.train.trainer import symmetric_kl
 
 FINETUNE_FILE = "finetune.json"
 CACHE_DIR = "finetune"

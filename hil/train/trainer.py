@@ -19,7 +19,6 @@ artifacts.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from hil.train.importance import (
 )
 from hil.train.layers import TrainedAgileNN, load_trained, permute_extractor_outputs, permute_reference_inputs
 from hil.train.loop import EpochRunner, RunDirError, Sessions, finished_fields, now, prepare_run
+from hil.train.refit import refit_reference
+from hil.train.schedule import WarmupCosine, smoothed_ce
 
 STAGES = ("reference", "preprocess", "joint", "final", "done")
 NO_DECAY = ["gamma", "beta", "bias", "centroid_logits", "alpha_w"]
@@ -64,26 +65,6 @@ class TrainResult:
     artifacts: dict[str, str] = field(default_factory=dict)
 
 
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup to `peak`, then cosine decay to 0 at `total_steps` (one schedule per stage)."""
-
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int) -> None:
-        self.peak = float(peak)
-        self.warmup_steps = max(0, int(warmup_steps))
-        self.total_steps = max(1, int(total_steps))
-
-    def __call__(self, step: tf.Tensor) -> tf.Tensor:
-        step = tf.cast(step, tf.float32)
-        warm = self.peak * (step + 1.0) / float(max(1, self.warmup_steps))
-        span = float(max(1, self.total_steps - self.warmup_steps))
-        progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
-        cosine = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
-        return tf.where(step < self.warmup_steps, warm, cosine)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
-
-
 def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
     schedule = WarmupCosine(config.lr, round(config.warmup_epochs * steps_per_epoch), max(1, epochs * steps_per_epoch))
     opt = keras.optimizers.SGD(
@@ -91,13 +72,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int) -> ke
     )
     opt.exclude_from_weight_decay(var_names=NO_DECAY)
     return opt
-
-
-def smoothed_ce(labels: tf.Tensor, logits: tf.Tensor, smoothing: float) -> tf.Tensor:
-    """Mean cross-entropy against label-smoothed one-hot targets."""
-    n = tf.shape(logits)[-1]
-    target = tf.one_hot(labels, n) * (1.0 - smoothing) + smoothing / tf.cast(n, tf.float32)
-    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(target, logits))
 
 
 def symmetric_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
@@ -423,9 +397,12 @@ def train(
         elif stage == "preprocess":
             runner.preprocess(state)
         elif stage == "final":
+            head = {}
+            if config.reference_refit_epochs > 0:
+                head["reference_refit"] = refit_reference(trained, dataset, config.reference_refit_epochs)
             evaluation = evaluate(trained, dataset.x_test, dataset.y_test)
             artifacts = {name: str(p) for name, p in trained.save(run_dir).items()}
-            runner.finish(sessions, evaluation.to_dict(), artifacts)
+            runner.finish(sessions, evaluation.to_dict(), artifacts, **head)
             complete = True
         else:
             raise RunDirError(f"unknown stage {stage!r} in {runner.state_path}")
