@@ -65,7 +65,7 @@ def test_n6705c_digitizer_sequence_with_external_trigger():
         "SENS:FUNC:CURR ON,(@1)", "SENS:FUNC:VOLT ON,(@1)", "SENS:CURR:RANG:AUTO ON,(@1)",
         "SENS:SWE:TINT 2.048E-05,(@1)", "SENS:SWE:POIN 4,(@1)", "SENS:SWE:OFFS:POIN -1,(@1)",
         "DIG:PIN1:FUNC TINP", "DIG:PIN1:POL POS", "TRIG:ACQ:SOUR PIN1,(@1)", "FORM REAL", "FORM:BORD NORM",
-        "SENS:SWE:TINT? (@1)", "SENS:SWE:POIN? (@1)", "SENS:SWE:OFFS:POIN? (@1)",
+        "SENS:SWE:TINT? (@1);:SENS:SWE:POIN? (@1);:SENS:SWE:OFFS:POIN? (@1)",  # one message, one reply
         "INIT:ACQ (@1)", "FETC:ARR:CURR? (@1)", "FETC:ARR:VOLT? (@1)",
     ]
     # every write was followed by an error check
@@ -209,3 +209,19 @@ def test_identity_parsing():
     assert (identity.manufacturer, identity.model, identity.serial, identity.firmware) == (
         "Keysight Technologies", "N6705C", "MY1", "D.03.05,extra")
     assert Identity.from_idn("ACME").model == ""
+
+
+def test_compound_query_reads_one_response_message():
+    class Instrument:  # answers a compound query with one `;`-separated response message, as 488.2 says
+        resource_name = "FAKE::2"
+        timeout = 1000
+        replies = {"*IDN?;:SYST:ERR?;*OPC?": 'ACME,X1,1,1.0;+0,"No error; really";1',
+                   "A?;:B?": "1", "SYST:ERR?": '-113,"Undefined header"'}
+
+        def query(self, command):
+            return self.replies[command] + "\n"
+
+    session = ScpiSession(Instrument(), name="fake")
+    assert session.query_compound(["*IDN?", ":SYST:ERR?", "*OPC?"]) == ["ACME,X1,1,1.0", '+0,"No error; really"', "1"]
+    with pytest.raises(InstrumentError, match=r"'A\?;:B\?': expected 2 answers, got 1.*-113"):
+        session.query_compound(["A?", "B?"])

@@ -769,3 +769,106 @@ def test_huffman_payloads_are_decoded_with_the_models_lengths(tiny, codec, tmp_p
             assert info.value.status == p.Status.BAD_PAYLOAD
     finally:
         srv.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the error table of PROTOCOL.md: every request type against every documented error (no Keras needed)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class StubModel:
+    """What the server uses of a RemoteModel (spec, run, describe), without Keras: 5 centroids for 3-bit codes."""
+
+    def __init__(self) -> None:
+        from hil.server.remote_model import RemoteSpec
+
+        self.spec = RemoteSpec("stub", Path("stub"), "cd" * 32, (0.0, 1.0, 2.0, 3.0, 4.0), 3, (2, 2, 2), 0.5)
+
+    def run(self, codes: np.ndarray) -> tuple[np.ndarray, int]:
+        from hil.server.remote_model import CodeRangeError
+
+        if int(np.max(codes)) >= len(self.spec.centroids):
+            raise CodeRangeError(f"code {int(np.max(codes))} has no centroid")
+        return np.zeros(3, np.float32), 0
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.spec.name, "sha256": self.spec.sha256}
+
+
+@pytest.fixture(scope="module")
+def stub_server():
+    from hil.server import RemoteServer, ServerConfig
+
+    srv = RemoteServer([StubModel()], ServerConfig(max_body=1024, frame_timeout_s=FRAME_TIMEOUT_S)).start()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def _error_table() -> list[tuple[str, str, bytes, p.Status, bool]]:
+    """(request type, condition, frame, documented status, connection kept)."""
+    codec = pytest.importorskip("hil.offload.codec")
+    stub = StubModel().spec
+    good = codec.encode_payload(np.zeros(stub.n_values, np.uint8), 3)
+
+    def infer(payload: bytes = good, n_values: int = stub.n_values, bits: int = 3, sha: str = stub.sha256) -> bytes:
+        return p.InferRequest(bytes.fromhex(sha), n_values, bits, payload).pack()
+
+    bodies = {"PING": b"", "INFO": b"", "INFER": infer()}
+    rows = []
+    for name, body in bodies.items():
+        t = p.MsgType[name]
+        rows += [
+            (name, "OK", p.encode_request(t, 1, body), p.Status.OK, KEPT),
+            (name, "flags 0x0001", p.encode_request(t, 2, body, flags=1), p.Status.BAD_REQUEST, KEPT),
+            (name, "flags 0x8000", p.encode_request(t, 3, body, flags=0x8000), p.Status.BAD_REQUEST, KEPT),
+            (name, "bad magic", b"AGRX" + p.encode_request(t, 4, body)[4:], p.Status.BAD_MAGIC, CLOSED),
+            (name, "bad version", p.encode_request(t, 5, body)[:4] + b"\x02" + p.encode_request(t, 5, body)[5:],
+             p.Status.BAD_VERSION, CLOSED),
+            (name, "length above max_body", p.Header(t, 0, 6, 1025).pack() + bytes(8), p.Status.TOO_LARGE, CLOSED),
+        ]
+    bad_reserved = bytearray(infer())
+    bad_reserved[38] = 1
+    rows += [
+        ("INFER", "body of 39 bytes", p.encode_request(p.MsgType.INFER, 7, infer()[:39]), p.Status.BAD_REQUEST, KEPT),
+        ("INFER", "reserved byte set", p.encode_request(p.MsgType.INFER, 8, bytes(bad_reserved)),
+         p.Status.BAD_REQUEST, KEPT),
+        ("INFER", "unknown model", p.encode_request(p.MsgType.INFER, 9, infer(sha="ab" * 32)), p.Status.UNKNOWN_MODEL,
+         KEPT),
+        ("INFER", "wrong n_values", p.encode_request(p.MsgType.INFER, 10, infer(n_values=9)), p.Status.BAD_SHAPE,
+         KEPT),
+        ("INFER", "wrong bits", p.encode_request(p.MsgType.INFER, 11, infer(bits=4)), p.Status.BAD_BITS, KEPT),
+        ("INFER", "empty payload", p.encode_request(p.MsgType.INFER, 12, infer(b"")), p.Status.BAD_PAYLOAD, KEPT),
+        ("INFER", "code without a centroid", p.encode_request(p.MsgType.INFER, 13, infer(codec.encode_payload(
+            np.full(stub.n_values, 7, np.uint8), 3))), p.Status.BAD_PAYLOAD, KEPT),
+        ("0x42", "unknown type", p.encode_request(0x42, 14, b"x"), p.Status.UNKNOWN_TYPE, KEPT),
+        ("0x42", "unknown type with flags", p.encode_request(0x42, 15, b"", flags=1), p.Status.UNKNOWN_TYPE, KEPT),
+        ("0x7F", "reserved type", p.encode_request(0x7F, 16), p.Status.UNKNOWN_TYPE, KEPT),
+    ]
+    return rows
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("row", range(28))
+def test_every_request_type_gets_its_documented_error(stub_server, row):
+    table = _error_table()
+    assert len(table) == 28  # keep the parametrize range in step with the table
+    name, condition, frame, status, kept = table[row]
+    conn = RawConn(stub_server.address)
+    try:
+        conn.send(frame)
+        got = conn.reply()
+        assert got is not None, f"{name} {condition}: closed without a reply"
+        header, body = got
+        assert header.field == status, f"{name} {condition}: {p.status_name(header.field)} {p.decode_message(body)}"
+        if status != p.Status.OK:
+            assert p.decode_message(body)  # every error says why
+        if kept:
+            conn.send(p.encode_request(p.MsgType.PING, 99))
+            again = conn.reply()
+            assert again is not None and again[0].field == p.Status.OK
+        else:
+            assert conn.closed()
+    finally:
+        conn.close()

@@ -259,3 +259,96 @@ def test_server_is_bounded_and_stops_cleanly():
     while threading.active_count() > threads_before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= threads_before
+
+
+# ---- IEEE 488.2 program messages: compound queries, mixed units, header paths, trailing junk ----
+
+IDN = b"Keysight Technologies,N6705C,SIM0000001,D.03.05-hil-sim"
+
+
+def read_line(sock: socket.socket, buffer: bytearray) -> bytes:
+    while b"\n" not in buffer:
+        chunk = sock.recv(4096)
+        assert chunk, "connection closed"
+        buffer += chunk
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line
+
+
+def test_compound_queries_get_one_response_message_over_the_socket(simulated):
+    """488.2 8.4.1: the answers of one program message form one response message, `;`-separated, with one
+    terminator. A client that reads one reply per message must stay in step."""
+    sock = socket.create_connection(simulated.server.address, timeout=2.0)
+    buffer = bytearray()
+    try:
+        sock.sendall(b"*IDN?;*OPC?\n")
+        assert read_line(sock, buffer) == IDN + b";1"
+        sock.sendall(b"SENS:SWE:POIN? (@1);TINT? (@1)\n")
+        assert read_line(sock, buffer) == b"+1024;+2.048000E-05"
+        sock.sendall(b"SYST:VERS?\n")  # in step: the next reply belongs to the next message
+        assert read_line(sock, buffer) == b"1999.0"
+        sock.sendall(b"*IDN? junk\n*WAI;*OPC\nSYST:ERR?\n")  # junk and plain commands: no response at all
+        assert read_line(sock, buffer) == b'-108,"Parameter not allowed"'
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("message, response", [
+    ("*IDN?;*OPC?", [IDN, b"1"]),
+    ("SENS:SWE:POIN? (@1);SENS:SWE:TINT? (@1)", []),  # relative: SENS:SWE:SENS:SWE:TINT, -113 (and POIN answers)
+    ("SENS:SWE:POIN? (@1);:SENS:SWE:TINT? (@1)", [b"+1024", b"+2.048000E-05"]),
+    ("SENS:SWE:POIN 2048,(@1);POIN? (@1)", [b"+2048"]),  # command then query, in order
+    ("SENS:SWE:POIN 2048,(@1);:SENS:SWE:POIN? (@1);POIN 100,(@1);POIN? (@1)", [b"+2048", b"+100"]),
+    ("sense:sweep:points 512,(@1);*OPC;OFFSet:POINts -5,(@1);:SENSE:SWEEP:OFFSET:POINTS? (@1)", [b"-5"]),
+    ("FORM:DATA REAL;BORD SWAP;:FORM?;FORM:BORD?", [b"REAL,32", b"SWAP"]),
+    ("DIG:PIN2:FUNC TINP;POL NEG;FUNC?;POL?", [b"TINP", b"NEG"]),
+])
+def test_program_messages_run_in_order_with_488_2_header_paths(message, response):
+    inst = SimulatedN6705C()
+    got = inst.execute_line(message)
+    if message.startswith("SENS:SWE:POIN? (@1);SENS:SWE:TINT?"):
+        assert got == [b"+1024"] and errors(inst) == ['-113,"Undefined header"']
+        return
+    assert got == response
+    assert errors(inst) == []
+    assert inst.respond(message) == (b";".join(response) + b"\n" if response else None)
+
+
+@pytest.mark.parametrize("message, code", [
+    ("*IDN? junk", '-108,"Parameter not allowed"'),  # *IDN? takes no parameter
+    ("SYST:ERR? 1", '-108,"Parameter not allowed"'),
+    ("MEAS:CURR? (@1),extra", '-108,"Parameter not allowed"'),  # one parameter: the channel list
+    ("SENS:SWE:POIN? 5,(@1)", '-108,"Parameter not allowed"'),  # MIN|MAX queries are not modelled
+    ("SENS:SWE:POIN 5,(@1),7", '-108,"Parameter not allowed"'),
+    ("MEAS:CURR? (@1) extra", '-103,"Invalid separator"'),  # a second token without a comma
+    ("SENS:SWE:TINT? (@1) (@2)", '-103,"Invalid separator"'),
+    ("*IDN?junk", '-113,"Undefined header"'),  # no white space: part of the header
+    ("FORM REAL;BORD NORM", '-113,"Undefined header"'),  # FORM is a leaf at the root: BORD is a root header
+])
+def test_trailing_junk_is_a_command_error_and_gets_no_response(message, code):
+    inst = SimulatedN6705C()
+    assert inst.respond(message) is None
+    assert errors(inst) == [code]
+
+
+def test_n6705c_command_forms_from_the_programming_guide():
+    inst = SimulatedN6705C()
+    run = inst.execute_line
+    assert run("SENS:SWE:TINT:RES? (@1)") == [b"RES20"]
+    run("SENS:SWE:TINT:RES RES40,(@1)")
+    assert run("sens:swe:tint:res? (@1);:SENSe:SWEep:TINTerval:RESolution? (@1)") == [b"RES40", b"RES40"]
+    # the guide's rounding: 10.24 us steps up to 20.48 us, then 20.48 us (RES20) or 40.96 us (RES40) steps
+    for res, wanted, actual in [("RES40", 1e-4, 81.92e-6), ("RES20", 1e-4, 102.4e-6), ("RES20", 15e-6, 10.24e-6),
+                                ("RES40", 30e-6, 20.48e-6)]:
+        run(f"SENS:SWE:TINT:RES {res},(@1);:SENS:SWE:TINT {wanted},(@1)")
+        assert float(run("SENS:SWE:TINT? (@1)")[0]) == pytest.approx(actual)
+    for form, short in [("CURR1", "CURR1"), ("current2", "CURR2"), ("VOLT1", "VOLT1"), ("TRANsient3", "TRAN3"),
+                        ("BUS", "BUS"), ("EXTernal", "EXT"), ("pin4", "PIN4")]:
+        run(f"TRIG:ACQ:SOUR {form},(@1)")
+        assert run("TRIGger:ACQuire:SOURce? (@1)") == [short.encode()]
+    assert errors(inst) == []
+    run("TRIG:ACQ:SOUR CURR1,(@1);:INIT:ACQ (@1)")  # level triggers are accepted but not simulated
+    run("TRIG:ACQ:SOUR CURR5,(@1);:SENS:SWE:TINT:RES RES10,(@1)")
+    assert errors(inst) == ['-221,"Settings conflict; trigger source CURR1 is not simulated (sim)"',
+                            '-224,"Illegal parameter value"', '-224,"Illegal parameter value"']

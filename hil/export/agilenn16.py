@@ -173,6 +173,8 @@ def export_agilenn_16x8(
         "combined_int8_ci95": list(wilson_interval(correct, n)),
         "combined_float": top1(fl_combined, y_test),
         "local_only": top1(fl_local, y_test),
+        "local_only_int8": top1(local, y_test),  # the 16x8 device part's own prediction
+        "remote_only_int8": top1(remote, y_test),
         "remote_only": top1(fl_remote, y_test),
         "int8_float_agreement": float(np.mean(np.argmax(combined, -1) == float_pred)),
         "code_mismatch": float(np.mean(codes != fl_codes)),
@@ -212,6 +214,8 @@ def export_agilenn_16x8(
         "artifacts": {},
         "accuracy": accuracy,
         "skewness": src_card["skewness"],  # the float network's, unchanged by re-quantizing
+        "skewness_detail": src_card.get("skewness_detail"),
+        "training": src_card.get("training"),
         "payload_bits": src_card["payload_bits"],
         "payload": payload,
         "device": {

@@ -78,11 +78,18 @@ class N6705C(PowerAnalyzer):
             w(f"TRIG:ACQ:SOUR BUS,{ch}")
         w("FORM REAL")
         w("FORM:BORD NORM")
-        # The instrument rounds the interval to its sampling grid; compute with what it set.
+        # The instrument rounds the interval to its sampling grid; compute with what it set (one compound query).
+        tint, points, offset = self.session.query_compound(
+            [f"SENS:SWE:TINT? {ch}", f"SENS:SWE:POIN? {ch}", f"SENS:SWE:OFFS:POIN? {ch}"])
+        try:
+            interval, n, pre = float(tint), round(float(points)), -round(float(offset))
+        except ValueError:
+            raise InstrumentError(self.name, "SENS:SWE:TINT?;...", f"expected three numbers, got {tint!r}, "
+                                                                   f"{points!r}, {offset!r}") from None
         actual = CaptureConfig(
-            sample_interval_s=self.session.query_float(f"SENS:SWE:TINT? {ch}"),
-            points=self.session.query_int(f"SENS:SWE:POIN? {ch}"),
-            pretrigger_points=-self.session.query_int(f"SENS:SWE:OFFS:POIN? {ch}"),
+            sample_interval_s=interval,
+            points=n,
+            pretrigger_points=pre,
             current_range_a=config.current_range_a,
             trigger=config.trigger,
             trigger_pin=config.trigger_pin,

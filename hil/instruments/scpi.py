@@ -40,6 +40,22 @@ def parse_error(reply: str) -> tuple[int, str]:
     return code, message.strip().strip('"')
 
 
+def split_response(reply: str) -> list[str]:
+    """A response message -> its units: splits on `;` outside double-quoted strings (488.2 8.7.8 doubles a quote
+    inside a string, which this handles too)."""
+    units, current, quoted = [], [], False
+    for c in reply.strip():
+        if c == '"':
+            quoted = not quoted
+        elif c == ";" and not quoted:
+            units.append("".join(current).strip())
+            current = []
+            continue
+        current.append(c)
+    units.append("".join(current).strip())
+    return units
+
+
 class ScpiSession:
     """SCPI over one open pyvisa resource. `name` is what errors call the instrument (drivers set it to
     "N6705C MY123 at TCPIP0::..." once they know the identity)."""
@@ -72,6 +88,17 @@ class ScpiSession:
 
     def query(self, command: str, *, timeout_s: float | None = None) -> str:
         return self._io(command, lambda: self.resource.query(command), timeout_s).strip()
+
+    def query_compound(self, queries: list[str], *, timeout_s: float | None = None) -> list[str]:
+        """Several queries in one program message, one absolute path each (`;:` between them), and their answers
+        from the one response message IEEE 488.2 sends back (`;`-separated, one terminator). ASCII answers only:
+        a binary block may contain `;`."""
+        command = queries[0] + "".join((";" if q.startswith("*") else ";:") + q.lstrip(":") for q in queries[1:])
+        answers = split_response(self.query(command, timeout_s=timeout_s))
+        if len(answers) != len(queries):  # a query the instrument rejected has no answer
+            raise InstrumentError(self.name, command, f"expected {len(queries)} answers, got {len(answers)}: "
+                                                      f"{';'.join(answers)[:80]!r}{self._pending_errors_hint(command)}")
+        return answers
 
     def query_float(self, command: str, *, timeout_s: float | None = None) -> float:
         reply = self.query(command, timeout_s=timeout_s)

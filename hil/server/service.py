@@ -171,6 +171,10 @@ class RemoteServer:
     def answer(self, header: p.Header, body: bytes | bytearray, received_ns: int) -> tuple[p.Status, bytes]:
         """(status, reply body) for one complete frame. Never raises."""
         try:
+            known = header.type in (p.MsgType.PING, p.MsgType.INFO, p.MsgType.INFER)
+            if known and header.field != 0:  # reserved bits must be zero, for every request type (PROTOCOL.md)
+                raise p.ProtocolError(p.Status.BAD_REQUEST,
+                                      f"flags 0x{header.field:04x}: no flags are defined in version 1")
             if header.type == p.MsgType.PING:
                 status, reply = p.Status.OK, b""
             elif header.type == p.MsgType.INFO:
@@ -193,8 +197,6 @@ class RemoteServer:
         def error(status: p.Status, message: str) -> tuple[p.Status, bytes]:
             return status, p.encode_message(message)
 
-        if header.field != 0:
-            return error(p.Status.BAD_REQUEST, f"flags 0x{header.field:04x}: no flags are defined in version 1")
         req = p.InferRequest.unpack(body)
         model = self.models.get(req.model_sha256)
         if model is None:

@@ -4,13 +4,15 @@ The same drivers that talk to a bench open it as `TCPIP0::127.0.0.1::<port>::SOC
 the real command sequence, binary block parsing, timeouts and error handling. pyvisa-sim cannot do this: it
 matches fixed strings, keeps no acquisition state and sends no binary blocks.
 
-What it speaks (short or long SCPI forms, any case, `;`-joined commands with SCPI's relative paths):
+What it speaks (short or long SCPI forms, any case):
 
     *IDN? *RST *CLS *OPC? *OPC *WAI *ESR? *STB? *TRG       SYST:ERR?  SYST:CHAN:MOD? (@n)  SYST:VERS?
     FORM[:DATA] ASC|REAL   FORM:BORD NORM|SWAP
     SENS:FUNC:CURR|VOLT ON|OFF,(@n)   SENS:CURR[:DC]:RANG[:UPP] <A>,(@n)   SENS:CURR:RANG:AUTO ON|OFF,(@n)
-    SENS:SWE:TINT <s>,(@n)   SENS:SWE:POIN <n>,(@n)   SENS:SWE:OFFS:POIN <n>,(@n)      (and their queries)
-    TRIG:ACQ:SOUR BUS|EXT|PIN<1-7>,(@n)   TRIG:ACQ (@n)   INIT:ACQ (@n)   ABOR:ACQ (@n)
+    SENS:SWE:TINT <s>,(@n)   SENS:SWE:TINT:RES RES20|RES40,(@n)   SENS:SWE:POIN <n>,(@n)
+    SENS:SWE:OFFS:POIN <n>,(@n)      (and their queries, which take only the channel list)
+    TRIG:ACQ:SOUR BUS|EXT|PIN<1-7>|CURR<1-4>|VOLT<1-4>|TRAN<1-4>,(@n) (level/transient sources: INIT:ACQ -221)
+    TRIG:ACQ (@n)   INIT:ACQ (@n)   ABOR:ACQ (@n)
     FETC:ARR:CURR? (@n)   FETC:ARR:VOLT? (@n)   MEAS:ARR:CURR? (@n)   MEAS:CURR? (@n)   MEAS:VOLT? (@n)
     DIG:PIN<1-7>:FUNC <f>   DIG:PIN<1-7>:POL POS|NEG
     SENS:ELOG:FUNC:CURR|VOLT[:MINM] ON|OFF,(@n)   SENS:ELOG:PER <s>,(@n)   TRIG:ELOG:SOUR BUS|IMM,(@n)
@@ -21,6 +23,21 @@ marker rising edge after INIT (source EXT or PIN<n>, the pin configured as trigg
 capture is complete: the DUT idles while the host waits, so the simulated time line is advanced to the capture's
 end. Samples come from `DutActivity` (windows from the device's cycle counts) through `PowerModel` (ESP32-S3
 datasheet currents), with noise from a fixed seed per acquisition.
+
+Program messages (IEEE 488.2 section 7, SCPI-99 section 6.2), the common subset:
+- A line is one program message; `;` separates its message units, which run in order, commands and queries mixed.
+- All the replies of one message form ONE response message: the answers joined by `;`, one newline at the end
+  (488.2 8.4.1), e.g. `*IDN?;*OPC?` -> `Keysight...,D.03.05-hil-sim;1`. A message without a successful query sends
+  nothing. A query that fails leaves its answer out (its error is in the queue); the others still answer.
+- Header paths: a leading `:` starts at the root, and so does the first unit of every message. After `;` a header
+  without a leading colon continues at the path of the previous header (its nodes minus the last), as the N6705
+  guide describes: `SENS:SWE:TINT 1e-4,(@1);POIN 100,(@1)` sets SENS:SWE:POIN, while
+  `SENS:SWE:POIN? (@1);SENS:SWE:TINT? (@1)` asks for SENS:SWE:SENS:SWE:TINT, an undefined header (-113); write
+  `;:SENS:SWE:TINT? (@1)` for a new root. Common commands (`*...`) neither need nor change the path. Optional nodes
+  count only where they were sent (`FORM REAL;BORD NORM` is -113, `FORM:DATA REAL;BORD NORM` is FORM:BORD).
+- Parameters follow the header after white space and are separated by commas; more of them than the command takes
+  is -108, and a second token without a comma (`MEAS:CURR? (@1) extra`) is -103 (see `_check_params`).
+- Not modelled: suffix units (`1 mA`), `MIN|MAX` in queries, `*OPC` status bits, -4xx query errors.
 
 Errors go to the SCPI error queue (-113 undefined header, -222 data out of range, -211 trigger ignored, ...); a
 query that fails gets no reply, as on the instrument, and the client's timeout plus SYST:ERR? says why. One
@@ -51,7 +68,7 @@ from hil.instruments.simulated.power_model import ESP32S3_240MHZ, PowerModel
 log = logging.getLogger("hil.instruments.sim")
 
 MAX_POINTS = 524_288
-TINT_GRID_S = 5.12e-6  # the sim's sampling grid: intervals are rounded to multiples of it
+TINT_GRID_S = 5.12e-6  # the digitizer's finest step (N678xA, one function); coarser steps are multiples
 TINT_MAX_S = 40_000.0
 CURRENT_RANGES_A = (10e-6, 1e-3, 0.1, 3.06)  # N6781A measurement ranges
 ELOG_PERIOD_MIN_S = 102.4e-6
@@ -164,6 +181,22 @@ def ieee_block(payload: bytes) -> bytes:
     return f"#{len(length)}{length}".encode() + payload
 
 
+def _check_params(args: list[str], limit: int) -> None:
+    """Trailing junk after a header's parameters is a command error (-100 class), reported as a 488.2 parser
+    meets it, left to right; the unit does not run, so a query sends no answer.
+    - A parameter beyond the `limit` the command takes (`*IDN? junk`, `MEAS:CURR? (@1),2`): -108 "Parameter not
+      allowed", which the 488.2/SCPI error list defines as "more parameters were received than expected for the
+      header". Not -113: the header is defined, and the white space after it starts the parameter list.
+    - A complete parameter followed by white space and more text without a comma (`MEAS:CURR? (@1) extra`): -103
+      "Invalid separator", "the parser was expecting a separator and encountered an illegal character": after a
+      parameter only `,`, `;` or the terminator may follow."""
+    for i, arg in enumerate(args):
+        if i >= limit:
+            raise ScpiError(-108, "Parameter not allowed")
+        if len([t for t in split_top(arg.replace("\t", " "), " ") if t]) > 1:
+            raise ScpiError(-103, "Invalid separator")
+
+
 # ---------------------------------------------------------------------------------------------- instrument state
 
 
@@ -198,6 +231,7 @@ class Channel:
     curr_range_a: float = CURRENT_RANGES_A[-1]
     curr_auto: bool = False
     tint_s: float = 20.48e-6
+    tint_resolution: str = "RES20"  # SENS:SWE:TINT:RES (the sim's assumption for the *RST value)
     points: int = 1024
     offset: int = 0
     trig_source: str = "BUS"
@@ -233,14 +267,15 @@ class SimulatedN6705C:
         self.errors: deque[str] = deque()
         self.commands_seen = 0
         self._acq_counter = 0
-        self._commands: list[tuple[re.Pattern[str], bool, Handler]] = []
+        self._commands: list[tuple[re.Pattern[str], bool, int, Handler]] = []
         self._register()
         self.reset()
 
     # ---- public ----
 
     def execute_line(self, line: str) -> list[bytes]:
-        """Runs every command of one line; returns the replies of its queries (one per query that succeeded)."""
+        """Runs every message unit of one program message (one line) in order; returns the response message units
+        of its queries (one per query that succeeded). `respond` joins them into the one response message."""
         replies: list[bytes] = []
         with self.lock:
             previous: list[str] = []
@@ -248,8 +283,8 @@ class SimulatedN6705C:
                 command = raw.strip()
                 if not command:
                     continue
-                header, _, rest = command.partition(" ")
-                header = header.strip()
+                # The header ends at the first white space (488.2 7.4.1: <PROGRAM HEADER SEPARATOR>).
+                header, _, rest = command.replace("\t", " ").partition(" ")
                 # SCPI relative paths: "SENS:SWE:TINT 1e-5;POIN 100" -> the second is SENS:SWE:POIN.
                 if not header.startswith((":", "*")) and len(previous) > 1:
                     header = ":".join(previous[:-1] + [header])
@@ -265,6 +300,12 @@ class SimulatedN6705C:
                 if reply is not None:
                     replies.append(reply.encode() if isinstance(reply, str) else reply)
         return replies
+
+    def respond(self, line: str) -> bytes | None:
+        """The response message to one program message: its queries' answers joined by `;`, one terminator
+        (IEEE 488.2 8.4.1), or None when it holds no query that succeeded."""
+        units = self.execute_line(line)
+        return b";".join(units) + b"\n" if units else None
 
     def push_error(self, code: int, message: str) -> None:
         with self.lock:
@@ -286,18 +327,22 @@ class SimulatedN6705C:
         is_query = header.endswith("?")
         name = header[:-1] if is_query else header
         args = [a.strip() for a in split_top(rest, ",")] if rest.strip() else []
-        for pattern, query, handler in self._commands:
+        for pattern, query, params, handler in self._commands:
             if query != is_query:
                 continue
             m = pattern.match(name)
             if m:
+                _check_params(args, params)
                 suffixes = [int(g) if g else 1 for g in m.groups()]
                 return handler(args, suffixes)
         raise _undefined()
 
-    def _on(self, specs: str, query: bool, handler: Handler) -> None:
+    def _on(self, specs: str, query: bool, handler: Handler, params: int | None = None) -> None:
+        """Registers `handler` for each header in `specs`. `params`: how many parameters the command takes at
+        most; by default none for common commands (`*IDN?`) and one, the channel list, for the others."""
         for spec in specs.split("|"):
-            self._commands.append((compile_header(spec), query, handler))
+            limit = params if params is not None else (0 if spec.startswith("*") else 1)
+            self._commands.append((compile_header(spec), query, limit, handler))
 
     def _register(self) -> None:
         on = self._on
@@ -309,30 +354,28 @@ class SimulatedN6705C:
         on("*ESR", True, lambda a, s: "0")
         on("*STB", True, lambda a, s: "4" if self.errors else "0")  # bit 2: error/event queue not empty
         on("*TRG", False, self._bus_trigger)
-        on("SYSTem:ERRor[:NEXT]", True, lambda a, s: self.errors.popleft() if self.errors else '+0,"No error"')
-        on("SYSTem:VERSion", True, lambda a, s: "1999.0")
+        on("SYSTem:ERRor[:NEXT]", True, lambda a, s: self.errors.popleft() if self.errors else '+0,"No error"',
+           params=0)
+        on("SYSTem:VERSion", True, lambda a, s: "1999.0", params=0)
         on("SYSTem:CHANnel:MODel", True, lambda a, s: ",".join(self.module for _ in self._chans(a)))
-        on("FORMat[:DATA]", False, self._set_format)
-        on("FORMat[:DATA]", True, lambda a, s: "REAL,32" if self.form_real else "ASC,7")
+        on("FORMat[:DATA]", False, self._set_format, params=2)
+        on("FORMat[:DATA]", True, lambda a, s: "REAL,32" if self.form_real else "ASC,7", params=0)
         on("FORMat:BORDer", False, self._set_border)
-        on("FORMat:BORDer", True, lambda a, s: "SWAP" if self.byte_order_swapped else "NORM")
-        # digitizer setup
-        on("SENSe:FUNCtion:CURRent", False, self._setter(lambda c, v: setattr(c, "curr_on", parse_bool(v))))
-        on("SENSe:FUNCtion:CURRent", True, self._getter(lambda c: str(int(c.curr_on))))
-        on("SENSe:FUNCtion:VOLTage", False, self._setter(lambda c, v: setattr(c, "volt_on", parse_bool(v))))
-        on("SENSe:FUNCtion:VOLTage", True, self._getter(lambda c: str(int(c.volt_on))))
-        on("SENSe:CURRent[:DC]:RANGe[:UPPer]", False, self._setter(self._set_range))
-        on("SENSe:CURRent[:DC]:RANGe[:UPPer]", True, self._getter(lambda c: f"{c.curr_range_a:+.6E}"))
-        on("SENSe:CURRent[:DC]:RANGe:AUTO", False, self._setter(lambda c, v: setattr(c, "curr_auto", parse_bool(v))))
-        on("SENSe:CURRent[:DC]:RANGe:AUTO", True, self._getter(lambda c: str(int(c.curr_auto))))
-        on("SENSe:SWEep:TINTerval", False, self._setter(self._set_tint))
-        on("SENSe:SWEep:TINTerval", True, self._getter(lambda c: f"{c.tint_s:+.6E}"))
-        on("SENSe:SWEep:POINts", False, self._setter(self._set_points))
-        on("SENSe:SWEep:POINts", True, self._getter(lambda c: f"{c.points:+d}"))
-        on("SENSe:SWEep:OFFSet:POINts", False, self._setter(self._set_offset))
-        on("SENSe:SWEep:OFFSet:POINts", True, self._getter(lambda c: f"{c.offset:+d}"))
-        on("TRIGger:ACQuire:SOURce", False, self._setter(self._set_trig_source))
-        on("TRIGger:ACQuire:SOURce", True, self._getter(lambda c: c.trig_source))
+        on("FORMat:BORDer", True, lambda a, s: "SWAP" if self.byte_order_swapped else "NORM", params=0)
+        # digitizer setup: <value>,(@chanlist) to set, (@chanlist) to query
+        setting = self._setting
+        setting("SENSe:FUNCtion:CURRent", lambda c, v: setattr(c, "curr_on", parse_bool(v)),
+                lambda c: str(int(c.curr_on)))
+        setting("SENSe:FUNCtion:VOLTage", lambda c, v: setattr(c, "volt_on", parse_bool(v)),
+                lambda c: str(int(c.volt_on)))
+        setting("SENSe:CURRent[:DC]:RANGe[:UPPer]", self._set_range, lambda c: f"{c.curr_range_a:+.6E}")
+        setting("SENSe:CURRent[:DC]:RANGe:AUTO", lambda c, v: setattr(c, "curr_auto", parse_bool(v)),
+                lambda c: str(int(c.curr_auto)))
+        setting("SENSe:SWEep:TINTerval", self._set_tint, lambda c: f"{c.tint_s:+.6E}")
+        setting("SENSe:SWEep:TINTerval:RESolution", self._set_tint_resolution, lambda c: c.tint_resolution)
+        setting("SENSe:SWEep:POINts", self._set_points, lambda c: f"{c.points:+d}")
+        setting("SENSe:SWEep:OFFSet:POINts", self._set_offset, lambda c: f"{c.offset:+d}")
+        setting("TRIGger:ACQuire:SOURce", self._set_trig_source, lambda c: c.trig_source)
         on("TRIGger:ACQuire[:IMMediate]", False, self._immediate_trigger)
         on("INITiate[:IMMediate]:ACQuire", False, self._init_acq)
         on("ABORt:ACQuire", False, self._abort_acq)
@@ -343,23 +386,19 @@ class SimulatedN6705C:
         on("MEASure[:SCALar]:CURRent[:DC]", True, lambda a, s: self._measure_scalar(a, "current"))
         on("MEASure[:SCALar]:VOLTage[:DC]", True, lambda a, s: self._measure_scalar(a, "voltage"))
         on("DIGital:PIN#:FUNCtion|SOURce:DIGital:PIN#:FUNCtion", False, self._set_pin_function)
-        on("DIGital:PIN#:FUNCtion|SOURce:DIGital:PIN#:FUNCtion", True, lambda a, s: self._pin(s)[0])
+        on("DIGital:PIN#:FUNCtion|SOURce:DIGital:PIN#:FUNCtion", True, lambda a, s: self._pin(s)[0], params=0)
         on("DIGital:PIN#:POLarity|SOURce:DIGital:PIN#:POLarity", False, self._set_pin_polarity)
-        on("DIGital:PIN#:POLarity|SOURce:DIGital:PIN#:POLarity", True, lambda a, s: self._pin(s)[1])
+        on("DIGital:PIN#:POLarity|SOURce:DIGital:PIN#:POLarity", True, lambda a, s: self._pin(s)[1], params=0)
         # data logger
-        on("SENSe:ELOG:FUNCtion:CURRent", False, self._setter(lambda c, v: setattr(c.elog, "curr", parse_bool(v))))
-        on("SENSe:ELOG:FUNCtion:VOLTage", False, self._setter(lambda c, v: setattr(c.elog, "volt", parse_bool(v))))
-        on("SENSe:ELOG:FUNCtion:CURRent:MINMax", False,
-           self._setter(lambda c, v: setattr(c.elog, "curr_minmax", parse_bool(v))))
-        on("SENSe:ELOG:FUNCtion:VOLTage:MINMax", False,
-           self._setter(lambda c, v: setattr(c.elog, "volt_minmax", parse_bool(v))))
-        on("SENSe:ELOG:PERiod", False, self._setter(self._set_elog_period))
-        on("SENSe:ELOG:PERiod", True, self._getter(lambda c: f"{c.elog.period_s:+.6E}"))
-        on("TRIGger:ELOG:SOURce", False, self._setter(self._set_elog_source))
-        on("TRIGger:ELOG:SOURce", True, self._getter(lambda c: c.elog.source))
+        setting("SENSe:ELOG:FUNCtion:CURRent", lambda c, v: setattr(c.elog, "curr", parse_bool(v)))
+        setting("SENSe:ELOG:FUNCtion:VOLTage", lambda c, v: setattr(c.elog, "volt", parse_bool(v)))
+        setting("SENSe:ELOG:FUNCtion:CURRent:MINMax", lambda c, v: setattr(c.elog, "curr_minmax", parse_bool(v)))
+        setting("SENSe:ELOG:FUNCtion:VOLTage:MINMax", lambda c, v: setattr(c.elog, "volt_minmax", parse_bool(v)))
+        setting("SENSe:ELOG:PERiod", self._set_elog_period, lambda c: f"{c.elog.period_s:+.6E}")
+        setting("TRIGger:ELOG:SOURce", self._set_elog_source, lambda c: c.elog.source)
         on("INITiate[:IMMediate]:ELOG", False, self._init_elog)
         on("TRIGger:ELOG[:IMMediate]", False, self._trigger_elog)
-        on("FETCh:ELOG", True, self._fetch_elog)
+        on("FETCh:ELOG", True, self._fetch_elog, params=2)
         on("ABORt:ELOG", False, self._abort_elog)
 
     # ---- argument helpers ----
@@ -374,6 +413,13 @@ class SimulatedN6705C:
     @staticmethod
     def _value_args(args: list[str]) -> list[str]:
         return [a for a in args if not a.startswith("(")]
+
+    def _setting(self, spec: str, apply: Callable[[Channel, str], None],
+                 read: Callable[[Channel], str] | None = None) -> None:
+        """A per-channel setting: `<header> <value>,(@n)` sets it and, given `read`, `<header>? (@n)` reads it."""
+        self._on(spec, False, self._setter(apply), params=2)
+        if read is not None:
+            self._on(spec, True, self._getter(read))
 
     def _setter(self, apply: Callable[[Channel, str], None]) -> Handler:
         def handler(args: list[str], _s: list[int]) -> None:
@@ -427,8 +473,25 @@ class SimulatedN6705C:
     @staticmethod
     def _set_tint(c: Channel, v: str) -> None:
         wanted = parse_number(v, TINT_GRID_S, TINT_MAX_S)
+        # N6705C user's guide, "time interval": 5.12 us steps below 10.24 us (N678xA), 10.24 us steps up to
+        # 20.48 us, then 20.48 us steps (RES20) or, above 40.96 us, 40.96 us steps (RES40).
+        if wanted < 2 * TINT_GRID_S:
+            step = TINT_GRID_S
+        elif wanted <= 4 * TINT_GRID_S:
+            step = 2 * TINT_GRID_S
+        elif c.tint_resolution == "RES20" or wanted <= 8 * TINT_GRID_S:
+            step = 4 * TINT_GRID_S
+        else:
+            step = 8 * TINT_GRID_S
         minimum = TINT_GRID_S * (2 if c.curr_on and c.volt_on else 1)  # two functions share the converter
-        c.tint_s = max(minimum, round(wanted / TINT_GRID_S) * TINT_GRID_S)
+        c.tint_s = max(minimum, round(wanted / step) * step)
+
+    @staticmethod
+    def _set_tint_resolution(c: Channel, v: str) -> None:
+        resolution = v.strip().upper()
+        if resolution not in ("RES20", "RES40"):
+            raise ScpiError(-224, "Illegal parameter value")
+        c.tint_resolution = resolution
 
     @staticmethod
     def _set_points(c: Channel, v: str) -> None:
@@ -441,9 +504,14 @@ class SimulatedN6705C:
 
     @staticmethod
     def _set_trig_source(c: Channel, v: str) -> None:
+        """BUS | EXTernal | PIN<1-7> | CURRent<1-4> | VOLTage<1-4> | TRANsient<1-4>, as in the programming guide;
+        the query answers the short form."""
         source = v.strip().upper()
+        m = re.fullmatch(r"(CURR|CURRENT|VOLT|VOLTAGE|TRAN|TRANSIENT)([1-4])", source)
         if source in ("BUS", "EXT", "EXTERNAL") or re.fullmatch(r"PIN[1-7]", source):
             c.trig_source = "EXT" if source.startswith("EXT") else source
+        elif m:
+            c.trig_source = m.group(1)[:4] + m.group(2)
         else:
             raise ScpiError(-224, "Illegal parameter value")
 
@@ -484,6 +552,8 @@ class SimulatedN6705C:
             c = self.channels[ch]
             if c.acq is not None and c.acq.data is None:
                 raise ScpiError(-213, "Init ignored; acquisition already initiated")
+            if c.trig_source[:4] in ("CURR", "VOLT", "TRAN"):
+                raise ScpiError(-221, f"Settings conflict; trigger source {c.trig_source} is not simulated (sim)")
             if c.trig_source.startswith("PIN"):
                 pin = int(c.trig_source[3:])
                 if self.pins[pin][0] != "TINP":
@@ -683,14 +753,17 @@ class _Handler(socketserver.BaseRequestHandler):
                         owner.instrument.push_error(-223, "Too much data")
                     discarding = False
                     continue
-                for reply in owner.instrument.execute_line(line.decode("ascii", errors="replace")):
-                    try:
-                        sock.settimeout(owner.io_timeout_s)
-                        sock.sendall(reply + b"\n")
-                    except OSError:
-                        return
-                    finally:
-                        sock.settimeout(POLL_S)
+                # One program message in, at most one response message out (all its answers, `;`-joined).
+                response = owner.instrument.respond(line.decode("ascii", errors="replace"))
+                if response is None:
+                    continue
+                try:
+                    sock.settimeout(owner.io_timeout_s)
+                    sock.sendall(response)
+                except OSError:
+                    return
+                finally:
+                    sock.settimeout(POLL_S)
 
 
 class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
