@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import random
 import selectors
 import shutil
@@ -60,9 +61,15 @@ def esptool_api(url: str, *args: str) -> str:
     return out.getvalue()
 
 
+# esptool waits 3 s for a reply by default (e.g. the stub's OHAI); the emulated loader is a Python process that a
+# loaded 2-core machine can starve for longer, so the tests give it 15 s (esptool's own config file mechanism).
+ESPTOOL_CFG = Path(__file__).resolve().parent.parent / "fixtures" / "esptool-emulated.cfg"
+
+
 def esptool_cli(url: str, *args: str, timeout: float = 45) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "esptool", "--port", url, *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          env=os.environ | {"ESPTOOL_CFGFILE": str(ESPTOOL_CFG)})
 
 
 @pytest.fixture
