@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-system-misc gcc-xtensa-lx106 binutils-xtensa-lx106 picolibc-xtensa-lx106-elf gcc make
-              chromium chromium-driver)
+              chromium chromium-driver clang libclang-rt-14-dev)
 PICOLIBC_SPECS=/usr/lib/xtensa-lx106-elf/picolibc.specs
 
 say() { printf '[setup] %s\n' "$*" >&2; }
@@ -19,6 +19,8 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 command -v make >/dev/null || need_apt+=(make)
 command -v chromium >/dev/null || need_apt+=(chromium)  # the run page's browser test (tests/test_report_page.py)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v clang >/dev/null || need_apt+=(clang)  # the fuzz targets (scripts/fuzz.py, tests/test_fuzz.py)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a' >/dev/null || need_apt+=(libclang-rt-14-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
