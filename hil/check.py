@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hil.errors import UsageError
+
 log = logging.getLogger("hil.check")
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """Given inputs do not fit the model."""
 
 

@@ -34,9 +34,12 @@ from hil.bench.offload import add_offload_subparser
 from hil.cli_bench import add_bench_parser
 from hil.cli_flash import add_flash_parsers
 from hil.cli_rom_loader import add_rom_loader_parser
-from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers, exit_code_for
+from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers
+from hil.cli_soak import add_soak_parser
 from hil.cli_train import add_train_parsers
+from hil.cli_types import positive_float, positive_int
 from hil.dut import PROVENANCE, TARGETS, DutOptions
+from hil.errors import EXIT_DEVICE, EXIT_FAILED, EXIT_USAGE, HilError, error_line, exit_code_for
 from hil.measure.check import check_measurements
 from hil.progress import ProgressDisplay
 from hil.targets.registry import MAKE_PORTS
@@ -44,7 +47,6 @@ from hil.targets.registry import MAKE_PORTS
 if TYPE_CHECKING:
     from hil.accuracy.job import AccuracyResult
 
-EXIT_FAILED, EXIT_USAGE, EXIT_DEVICE = 1, 2, 3
 
 
 def _add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu") -> None:
@@ -52,10 +54,10 @@ def _add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu"
     p.add_argument("--model", type=Path, default=None,
                    help=f"model directory or .tflite (default: {paths.DEFAULT_MODEL.relative_to(paths.PROJECT_ROOT)})")
     p.add_argument("--port", help="esp32s3: serial port or URL (socket://, rfc2217://)")
-    p.add_argument("--baud", type=int, default=2_000_000, help="serial baud rate (esp32s3)")
+    p.add_argument("--baud", type=positive_int, default=2_000_000, help="serial baud rate (esp32s3)")
     p.add_argument("--fw", type=Path, help="prebuilt firmware (host/qemu binary, or ESP-IDF build dir)")
     p.add_argument("--no-flash", action="store_true", help="esp32s3: do not flash, use what the board runs")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each reply")
+    p.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to wait for each reply")
     add_report_dir_option(p)
 
 
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parsers(sub)  # hil run, report, compare, runs, history: hil/cli_runs.py
     add_rom_loader_parser(sub)  # hil rom-loader: the emulated ESP32-S3 ROM serial loader (hil/rom_loader/)
     add_flash_parsers(sub)  # hil flash: esptool writes a build to a board or an emulated device (hil/cli_flash.py)
+    add_soak_parser(sub)  # hil soak: inferences over a link with injected faults (hil/cli_soak.py)
     add_offload_subparser(add_bench_parser(sub))  # hil bench runtime|harness (hil/cli_bench.py) and offload
     return parser
 
@@ -248,7 +251,7 @@ def _add_measure_parser(sub: argparse._SubParsersAction) -> None:
                    help="VISA resource of the analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR (default: simulated)")
     p.add_argument("--hil-analyzer", "--analyzer", dest="analyzer", metavar="DRIVER",
                    help="n6705c, ngm202 or k2280s (default: picked from *IDN?)")
-    p.add_argument("--channel", type=int, default=1, help="analyzer channel that powers the DUT")
+    p.add_argument("--channel", type=positive_int, default=1, help="analyzer channel that powers the DUT")
     p.add_argument("--mode", choices=("window", "span"), default="window",
                    help="window: energy per marker window; span: first to last edge / N (MLPerf Tiny)")
     p.add_argument("--subtract-idle", action="store_true",
@@ -258,10 +261,11 @@ def _add_measure_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--link", action="append", choices=tuple(LINKS), dest="links",
                    help="offload link model(s) to report (default: all)")
     p.add_argument("--payload-bytes", type=int, help="offload payload (default: the model's remote_* outputs)")
-    p.add_argument("--sample-interval", type=float, default=20.48e-6, help="digitizer sample interval, seconds")
+    p.add_argument("--sample-interval", type=positive_float, default=20.48e-6,
+                   help="digitizer sample interval, seconds")
     p.add_argument("--trigger", choices=("external", "software"), default="external",
                    help="external: the DUT's marker pin starts the capture; software: *TRG before the run")
-    p.add_argument("--trigger-pin", type=int, default=1, help="analyzer digital pin wired to the marker GPIO")
+    p.add_argument("--trigger-pin", type=positive_int, default=1, help="analyzer digital pin wired to the marker GPIO")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and of the simulated analyzer's noise")
     p.set_defaults(func=cmd_measure)
 
@@ -328,12 +332,12 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", type=Path, dest="models", metavar="DIR",
                    help="model directory with model.tflite, agilenn.json and remote.keras; repeat for more "
                         "(default: every such directory under models/)")
-    p.add_argument("--max-connections", type=int, default=16, help="concurrent connections (default 16)")
-    p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY,
+    p.add_argument("--max-connections", type=positive_int, default=16, help="concurrent connections (default 16)")
+    p.add_argument("--max-body", type=positive_int, default=DEFAULT_MAX_BODY,
                    help=f"largest request body in bytes (default {DEFAULT_MAX_BODY})")
-    p.add_argument("--frame-timeout", type=float, default=10.0,
+    p.add_argument("--frame-timeout", type=positive_float, default=10.0,
                    help="seconds a started request may take to arrive (default 10)")
-    p.add_argument("--idle-timeout", type=float, default=60.0,
+    p.add_argument("--idle-timeout", type=positive_float, default=60.0,
                    help="seconds an idle connection is kept (default 60)")
     p.set_defaults(func=cmd_serve)
 
@@ -425,17 +429,9 @@ def _add_accuracy_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_accuracy(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from hil.accuracy.job import AccuracyError, AgileSpec, FloatPipeline, HostInt8, RemoteMismatch, write_report
+    from hil.accuracy.job import AccuracyError, AgileSpec, FloatPipeline, HostInt8, write_report
     from hil.accuracy.subset import SubsetError, select_images
-    from hil.dut import DutError
-    from hil.firmware.build import FirmwareBuildError
     from hil.model.artifacts import resolve_model
-    from hil.server import protocol as server_protocol
-    from hil.server.client import RemoteError
-    from hil.targets.base import TargetError
-    from hil.transport import frame
-    from hil.transport.client import DeviceError
-    from hil.transport.link import LinkError
 
     console = Console(stderr=True, soft_wrap=True)
     model = resolve_model(args.model)
@@ -455,17 +451,13 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         console.print(f"[yellow]note: {exc}[/]")
     console.print(f"model {model.name} (sha256 {model.sha256[:16]}) on {args.target}: {PROVENANCE[args.target]}")
     console.print(f"images: {images.source}")
-    device_errors = (LinkError, DeviceError, frame.ProtocolError, DutError, TargetError, FirmwareBuildError,
-                     RemoteError, server_protocol.ProtocolError, RemoteMismatch, OSError)
     with CommandRun(args, "accuracy", model) as run:
         try:
             result = _accuracy_on_device(args, run, model, spec, host, images, float_pipeline, notes, console)
-        except AccuracyError as exc:
-            print(f"hil accuracy: {exc}", file=sys.stderr)
-            return run.done(EXIT_USAGE, str(exc))
-        except device_errors as exc:
-            print(f"hil accuracy: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return run.done(EXIT_DEVICE, f"{type(exc).__name__}: {exc}")
+        except (HilError, OSError) as exc:  # OSError: a pty or process the device target could not open
+            print(f"hil accuracy: {error_line(exc)}", file=sys.stderr)
+            code = exc.exit_code if isinstance(exc, HilError) else EXIT_DEVICE
+            return run.done(code, error_line(exc))
         if isinstance(result, int):
             return run.done(result, "the server does not serve this model")
         for m in result.mismatches[:10]:
@@ -538,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line instead of a traceback; -v shows the traceback
         if args.verbose:
             raise
-        print(f"hil {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"hil {args.command}: {error_line(exc)}", file=sys.stderr)
         return exit_code_for(exc)
 
 

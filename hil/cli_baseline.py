@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hil.cli_types import positive_int
+from hil.errors import EXIT_USAGE, UsageError
 from hil.train.baseline_config import KINDS  # TensorFlow-free
-
-EXIT_USAGE = 2
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set '{pair}': expected KEY=VALUE, e.g. --set epochs=20")
+            raise UsageError(f"--set '{pair}': expected KEY=VALUE, e.g. --set epochs=20")
         try:
             overrides[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -49,10 +49,10 @@ def baseline_config(args: argparse.Namespace) -> Any:
     if saved.is_file() and not overrides and not args.from_agilenn:
         config = BaselineConfig.from_json(saved)  # resume exactly what was started
         if args.kind and args.kind != config.kind:
-            raise ValueError(f"{run_dir} holds a {config.kind} run, not {args.kind}; use another --run-dir")
+            raise UsageError(f"{run_dir} holds a {config.kind} run, not {args.kind}; use another --run-dir")
         return config
     if not args.kind:
-        raise ValueError("--kind is required to start a new run")
+        raise UsageError("--kind is required to start a new run")
     if args.from_agilenn:
         source = Path(args.from_agilenn)
         agilenn = TrainConfig.from_json(source / "config.json" if source.is_dir() else source)
@@ -128,7 +128,7 @@ def add_baseline_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a BaselineConfig field (JSON value), e.g. --set epochs=20",
     )
-    t.add_argument("--max-epochs", type=int, help="stop after this many epochs in this call (resume later)")
+    t.add_argument("--max-epochs", type=positive_int, help="stop after this many epochs in this call (resume later)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_baseline_train)
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from hil import paths
+from hil.cli_types import positive_int
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -31,7 +32,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
         help="model directory or .tflite (default: the synthetic extractor)",
     )
     r.add_argument("--images", type=int, default=20, help="inputs checked for bit-exactness (default 20)")
-    r.add_argument("--runs", type=int, default=3, help="inferences counted under callgrind after a warm-up (default 3)")
+    r.add_argument("--runs", type=positive_int, default=3,
+                   help="inferences counted under callgrind after a warm-up (default 3)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     r.add_argument("--no-qemu", action="store_true", help="skip the emulated (qemu) figures")
     r.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -42,7 +44,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> argparse._SubParsersAct
     h.add_argument("--target", choices=("host", "qemu"), default="host", help="emulated device (default host)")
     h.add_argument("--model", type=Path, default=None, help="model directory or .tflite (default: the synthetic model)")
     h.add_argument("--images", type=int, default=200, help="images per path and round (default 200)")
-    h.add_argument("--rounds", type=int, default=3, help="rounds per path; each path's best counts (default 3)")
+    h.add_argument("--rounds", type=positive_int, default=3,
+                   help="rounds per path; each path's best counts (default 3)")
     h.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     h.set_defaults(func=cmd_bench_harness)
     return bench_sub

@@ -22,7 +22,10 @@ import contextlib
 import sys
 from pathlib import Path
 
-EXIT_MISMATCH, EXIT_USAGE, EXIT_DEVICE = 1, 2, 3
+from hil.cli_types import positive_float, positive_int
+from hil.errors import EXIT_DEVICE, EXIT_FAILED, EXIT_USAGE, DeviceError
+
+EXIT_MISMATCH = EXIT_FAILED
 
 
 def _choices(name: str) -> tuple[str, ...]:
@@ -47,7 +50,7 @@ def add_flash_parsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
                                   "(hil rom-loader), instead of one started here on --flash-image")
     p.add_argument("--flash-image", type=Path, help="host/qemu: the flash image file (default "
                                                     "<build cache>/flash/<target>-flash.bin)")
-    p.add_argument("--baud", type=int, default=DEFAULT_FLASH_BAUD, help="esptool baud rate (default 921600)")
+    p.add_argument("--baud", type=positive_int, default=DEFAULT_FLASH_BAUD, help="esptool baud rate (default 921600)")
     p.add_argument("--before", choices=_choices("before"), help="esptool --before (default: the build's, "
                                                                 "default-reset)")
     p.add_argument("--after", choices=_choices("after"), help="esptool --after (default: the build's, hard-reset)")
@@ -56,8 +59,9 @@ def add_flash_parsers(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-stub", action="store_true", help="talk to the ROM loader only (no flasher stub)")
     p.add_argument("--merged", type=Path, help="where the merged image goes (default <build dir>/merged.bin)")
     p.add_argument("--no-boot", action="store_true", help="host/qemu: do not boot the target after flashing")
-    p.add_argument("--timeout", type=float, default=FLASH_TIMEOUT_S, help="seconds esptool may take (default 180)")
-    p.add_argument("--reply-timeout", type=float, default=10.0, help="seconds to wait for HELLO after booting")
+    p.add_argument("--timeout", type=positive_float, default=FLASH_TIMEOUT_S,
+                   help="seconds esptool may take (default 180)")
+    p.add_argument("--reply-timeout", type=positive_float, default=10.0, help="seconds to wait for HELLO after booting")
     p.set_defaults(func=cmd_flash)
     return p
 
@@ -85,7 +89,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
                      f"flash image {flasher.image} via " + (args.port or "an emulated ESP32-S3 ROM loader"))
             print(f"hil flash {args.target}: {build} -> {where} at {settings.baud} baud", flush=True)
             result = flasher.flash(build)
-    except (RuntimeError, OSError) as exc:  # TargetError (esptool, the ROM loader), a busy port, a failed build
+    except (DeviceError, RuntimeError, OSError) as exc:  # esptool, the ROM loader, a busy port, a failed build
         print(f"hil flash: {exc}", file=sys.stderr)
         return EXIT_DEVICE
     for region in result.regions:

@@ -16,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-EXIT_USAGE, EXIT_DEVICE = 2, 3
+from hil.errors import EXIT_DEVICE, EXIT_USAGE
 
 
 def _listen_arg(text: str) -> tuple[str, int]:

@@ -23,10 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from hil import paths
-from hil.check import InputError
+from hil.cli_types import non_negative_int, positive_int
 from hil.dut import TARGETS
+from hil.errors import EXIT_DEVICE, EXIT_FAILED, EXIT_USAGE, error_line, exit_code_for
 from hil.measure.measurement import Measurement
-from hil.model.artifacts import DeviceModel, ModelNotFoundError, StaleModelError, resolve_model
+from hil.model.artifacts import DeviceModel, resolve_model
 from hil.report.build import COMPARISON_NAME, ReportFiles, build_report, write_json
 from hil.report.compare import ToleranceTable, compare_results, comparison_lines, summary_line
 from hil.report.history import collect_history
@@ -46,17 +47,7 @@ from hil.report.rundir import (
 from hil.report.summary import load_results
 from hil.transport.frame import DeviceInfo
 
-EXIT_FAILED, EXIT_USAGE, EXIT_DEVICE = 1, 2, 3
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold yellow", "empty": "yellow"}
-
-
-def exit_code_for(exc: BaseException) -> int:
-    """The documented exit code of an error no command caught: 2 for bad input, 3 for the device or its tools."""
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
-    if isinstance(exc, InputError | ModelNotFoundError | StaleModelError | ValueError):
-        return EXIT_USAGE
-    return EXIT_DEVICE
 
 
 def add_report_dir_option(p: argparse.ArgumentParser) -> None:
@@ -133,7 +124,7 @@ class CommandRun:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc is not None and self.report is None:  # an error the command did not turn into an exit code
-            self.done(exit_code_for(exc), f"{type(exc).__name__}: {exc}")
+            self.done(exit_code_for(exc), error_line(exc))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -312,7 +303,7 @@ def _add_runs_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list the runs; mark one as the reference; prune old ones")
     p.add_argument("--mark-reference", metavar="RUN", help="make this run the reference (reports/reference)")
     p.add_argument("--prune", action="store_true", help="remove old runs (never the reference or the latest)")
-    p.add_argument("--keep", type=int, default=30, help="with --prune: runs to keep (default 30)")
+    p.add_argument("--keep", type=non_negative_int, default=30, help="with --prune: runs to keep (default 30)")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     add_report_dir_option(p)
     p.set_defaults(func=cmd_runs)
@@ -352,7 +343,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def _add_history_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("history", help="each metric over the last runs")
     p.add_argument("--metric", help="only this metric (key or name)")
-    p.add_argument("--last", type=int, default=10, help="runs to show (default 10)")
+    p.add_argument("--last", type=positive_int, default=10, help="runs to show (default 10)")
     p.add_argument("--target", choices=TARGETS, help="only runs on this target")
     p.add_argument("--model", help="only runs of this model name")
     p.add_argument("--json", action="store_true", help="print the history as JSON")

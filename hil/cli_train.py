@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hil import paths
 from hil.cli_baseline import parse_overrides
-
-EXIT_USAGE = 2
+from hil.cli_types import positive_int
+from hil.errors import EXIT_USAGE
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -194,7 +194,7 @@ def add_train_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data set: 'cifar10' (keras download), a .npz, or an image folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field (JSON value), e.g. --set joint_epochs=30")
-    p.add_argument("--max-epochs", type=int, help="stop after this many epochs in this call (resume later)")
+    p.add_argument("--max-epochs", type=positive_int, help="stop after this many epochs in this call (resume later)")
     p.add_argument("--refit-reference", type=int, metavar="EPOCHS",
                    help="on a finished run: train the reference alone on the final features for EPOCHS epochs, "
                    "then re-evaluate (skewness against the refitted reference); the device part is unchanged")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hil import paths
+from hil.errors import UsageError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -26,7 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 PAD = 4  # pad-4 random crop, the standard CIFAR augmentation
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UsageError):
     """The data set spec cannot be loaded (missing file, wrong keys, no network for keras.datasets)."""
 
 

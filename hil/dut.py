@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hil.errors import DeviceError
 from hil.model.artifacts import DeviceModel
 from hil.targets.registry import EMULATED_TARGETS, PROVENANCE, TARGETS
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from hil.targets.base import Target
     from hil.transport.client import DeviceClient
     from hil.transport.console import Console
+    from hil.transport.faults import Faults
     from hil.transport.frame import DeviceInfo, InferResult, OffloadResult
 
 log = logging.getLogger("hil.dut")
@@ -47,7 +49,7 @@ __all__ = ["EMULATED_TARGETS", "PROVENANCE", "TARGETS", "Dut", "DutError", "DutO
 LOCK_DIR_ENV = "HIL_LOCK_DIR"
 
 
-class DutError(RuntimeError):
+class DutError(DeviceError, RuntimeError):
     """The device under test could not be started or does not run the expected model."""
 
 
@@ -191,6 +193,9 @@ class DutOptions:
     # when firmware is a build directory; firmware may also be a flash image, booted as it is)
     flash_image: Path | None = None
     flash_settings: FlashSettings | None = None  # esptool's baud, --reflash, --erase-all, --before/--after
+    # Link faults injected once the device has said HELLO (hil.transport.faults; hil soak, --hil-faults). One
+    # Faults object: its random streams and counts carry on across restarts.
+    faults: Faults | None = None
 
 
 @dataclass
@@ -384,6 +389,8 @@ def _connect(target: Target, url: str, options: DutOptions,
         client = DeviceClient(link, console=console)
     try:
         info = client.hello()
+        if options.faults is not None:  # beneath the link, after a clean bring-up; resets reset `target`
+            options.faults.attach(client.link, target)
     except BaseException:
         client.close()
         raise

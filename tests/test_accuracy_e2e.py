@@ -153,7 +153,7 @@ def test_a_device_that_differs_from_host_int8_fails_the_command(tiny, reports, c
 
 
 @pytest.mark.tf
-def test_a_running_server_is_used_and_a_dead_one_is_a_device_error(tiny, reports, capsys):
+def test_a_running_server_is_used_and_a_dead_one_is_a_named_server_error(tiny, reports, capsys):
     from hil.server.remote_model import RemoteModel
     from hil.server.service import RemoteServer, ServerConfig
 
@@ -169,7 +169,9 @@ def test_a_running_server_is_used_and_a_dead_one_is_a_device_error(tiny, reports
         server.close()
     rc, _out, err = _run(["--target", "host", "--model", str(tiny.model), "--images", "10",
                           "--hil-server", f"{host}:{port}", "--timeout", "2"], capsys)
-    assert rc == 3 and "ConnectionRefusedError" in err
+    assert rc == 5, err  # EXIT_SERVER
+    assert f"server error: remote server {host}:{port}: cannot connect (Connection refused)" in err
+    assert "hil serve" in err and "Traceback" not in err
 
 
 @pytest.mark.tf

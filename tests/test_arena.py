@@ -236,7 +236,7 @@ def test_infer_on_an_overwritten_input_is_refused_and_the_client_reloads(tmp_pat
     from hil.dut import DutOptions, open_dut
     from hil.model.artifacts import resolve_model
     from hil.model.reference import TflmReference
-    from hil.transport.client import INPUT_CONSUMED_MESSAGE, DeviceError
+    from hil.transport.client import INPUT_CONSUMED_MESSAGE, DeviceErrorReply
     from hil.transport.frame import FrameType
 
     model = resolve_model(paths.SYNTHETIC_MODEL)
@@ -247,7 +247,7 @@ def test_infer_on_an_overwritten_input_is_refused_and_the_client_reloads(tmp_pat
     with open_dut(model, DutOptions(target="host", log_dir=tmp_path)) as dut:
         client = dut.client
         first = client.infer([x])
-        with pytest.raises(DeviceError) as excinfo:  # a raw second INFER: refused
+        with pytest.raises(DeviceErrorReply) as excinfo:  # a raw second INFER: refused
             client.request(FrameType.INFER, timeout=client.infer_timeout)
         assert excinfo.value.name == "BAD_REQUEST" and excinfo.value.message.startswith(INPUT_CONSUMED_MESSAGE)
         again = client.infer()  # reloads the input and repeats

@@ -20,7 +20,7 @@ from hil.dut import Dut, DutOptions, open_dut
 from hil.firmware import toolchain_status
 from hil.model.artifacts import resolve_model
 from hil.model.reference import TflmReference
-from hil.transport.client import DeviceError, DigestUnsupported
+from hil.transport.client import DeviceErrorReply, DigestUnsupported
 from hil.transport.frame import (
     INFO_FLAG_DIGEST,
     OVERHEAD,
@@ -154,7 +154,7 @@ def test_full_outputs_mode_on_request(device):
 
 def test_infer_digest_with_a_wrong_payload_length_is_a_bad_request(device):
     dut, _reference = device
-    with pytest.raises(DeviceError) as excinfo:
+    with pytest.raises(DeviceErrorReply) as excinfo:
         dut.client.request(FrameType.INFER_DIGEST, bytes(dut.info.input_bytes - 1))
     assert excinfo.value.name == "BAD_REQUEST"
     assert f"no payload or all {dut.info.input_bytes} input bytes" in excinfo.value.message

@@ -69,10 +69,11 @@ def test_measure_exits_non_zero_when_the_analyzer_sees_no_windows(reports, capsy
 
 
 @pytest.mark.timeout(120)
-def test_measure_reports_an_unreachable_analyzer_as_a_device_error(reports, capsys):
+def test_measure_reports_an_unreachable_analyzer_as_an_instrument_error(reports, capsys):
     rc = main(["measure", "--target", "host", "--images", "3", "--hil-visa", "TCPIP0::127.0.0.1::1::SOCKET"])
     err = capsys.readouterr().err
-    assert rc == 3 and "TCPIP0::127.0.0.1::1::SOCKET" in err and "*IDN?" in err
+    assert rc == 4 and "TCPIP0::127.0.0.1::1::SOCKET" in err and "*IDN?" in err  # EXIT_INSTRUMENT
+    assert "instrument error" in err
 
 
 INNER = """

@@ -33,7 +33,7 @@ from hil.offload.codec import (
 )
 from hil.offload.codegen import OffloadConfigError, local_head_ops, offload_c_source, write_offload_c
 from hil.targets import get_target
-from hil.transport.client import DeviceClient, DeviceError
+from hil.transport.client import DeviceClient, DeviceErrorReply
 from hil.transport.frame import OFFLOAD_STAGES
 
 pytestmark = pytest.mark.timeout(120)
@@ -191,7 +191,7 @@ def test_undersized_payload_buffer_is_reported_not_overrun(
 def test_firmware_without_offload_config_is_unsupported(port: str, tmp_path: Path) -> None:
     assert not (paths.SYNTHETIC_MODEL / "hil_offload.c").exists()
     with running(port, paths.SYNTHETIC_MODEL, tmp_path) as client:
-        with pytest.raises(DeviceError) as excinfo:
+        with pytest.raises(DeviceErrorReply) as excinfo:
             client.infer_offload()
         assert excinfo.value.name == "UNSUPPORTED"
         assert excinfo.value.message == "this firmware's model has no AgileNN offload config"
@@ -254,7 +254,7 @@ def test_config_of_another_model_is_refused(models: SimpleNamespace, tmp_path: P
     other = model_copy(tmp_path, "other", IDENTITY, ("hil_model.c",))
     summary = dict(IDENTITY_SUMMARY, sha256="ab" * 32)
     write_offload_c({"k": 0, "bits_per_value": 3, "int8_to_code": [0] * 256}, summary, other)
-    with running("host", other, tmp_path, kernels=False) as client, pytest.raises(DeviceError) as excinfo:
+    with running("host", other, tmp_path, kernels=False) as client, pytest.raises(DeviceErrorReply) as excinfo:
         client.infer_offload()
     assert excinfo.value.name == "UNSUPPORTED" and "generated for another model" in excinfo.value.message
 

@@ -22,7 +22,7 @@ import pytest
 from hil import paths
 from hil.firmware import build_firmware, toolchain_status
 from hil.targets import get_target
-from hil.transport.client import DeviceClient, DeviceError, InputMismatch
+from hil.transport.client import DeviceClient, DeviceErrorReply, InputMismatch
 from hil.transport.frame import (
     OVERHEAD,
     ErrorCode,
@@ -210,17 +210,17 @@ def test_oversize_gets_oversize_error(device: DeviceClient):
 
 @pytest.mark.parametrize("type_", [0x00, 0x07, 0x42, 0x7F, 0x82])
 def test_unknown_type_gets_unknown_type_error(device: DeviceClient, type_: int):
-    with pytest.raises(DeviceError) as excinfo:
+    with pytest.raises(DeviceErrorReply) as excinfo:
         device.request(type_)
     assert (excinfo.value.name, excinfo.value.request_type) == ("UNKNOWN_TYPE", type_)
 
 
 def test_infer_offload_without_an_offload_config_is_unsupported(device: DeviceClient):
     """The identity model has no hil_offload.c: the core's stub answers UNSUPPORTED (0x06 is a known type)."""
-    with pytest.raises(DeviceError) as excinfo:
+    with pytest.raises(DeviceErrorReply) as excinfo:
         device.request(FrameType.INFER_OFFLOAD)
     assert excinfo.value.name == "UNSUPPORTED" and "no AgileNN offload config" in excinfo.value.message
-    with pytest.raises(DeviceError, match="BAD_REQUEST"):
+    with pytest.raises(DeviceErrorReply, match="BAD_REQUEST"):
         device.request(FrameType.INFER_OFFLOAD, b"x")
     assert_echo_works(device)
 
@@ -236,7 +236,7 @@ def test_infer_offload_without_an_offload_config_is_unsupported(device: DeviceCl
     ],
 )
 def test_bad_load_input_range_gets_bad_request(device: DeviceClient, payload: bytes, why: str):
-    with pytest.raises(DeviceError) as excinfo:
+    with pytest.raises(DeviceErrorReply) as excinfo:
         device.request(FrameType.LOAD_INPUT, payload)
     assert excinfo.value.name == "BAD_REQUEST", why
     # The last byte of the tensor is in range.
@@ -246,7 +246,7 @@ def test_bad_load_input_range_gets_bad_request(device: DeviceClient, payload: by
 
 def test_bad_read_output_range_gets_bad_request(device: DeviceClient):
     for index, offset, length in [(2, 0, 1), (0, 1000, 1), (1, 0, 1001)]:
-        with pytest.raises(DeviceError, match="BAD_REQUEST"):
+        with pytest.raises(DeviceErrorReply, match="BAD_REQUEST"):
             device.request(FrameType.READ_OUTPUT, struct.pack("<BIH", index, offset, length))
 
 

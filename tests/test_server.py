@@ -655,8 +655,9 @@ def test_hil_serve_prints_its_address_answers_and_stops_on_sigterm(tiny, codec, 
 def test_hil_serve_refuses_a_directory_without_a_remote_model(tmp_path, capsys):
     from hil.cli import main
 
-    assert main(["serve", "--model", str(tmp_path)]) == 2
-    assert "lacks model.tflite, agilenn.json, remote.keras" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path)]) == 6  # EXIT_MODEL
+    err = capsys.readouterr().err
+    assert "model error: " in err and "lacks model.tflite, agilenn.json, remote.keras" in err
 
 
 PLUGIN_TEST = """

@@ -31,7 +31,7 @@ from hil.plugin import device_health
 from hil.report.summary import load_results
 from hil.targets import get_target
 from hil.targets.esp32s3 import Esp32s3Target, ManualResetRequired
-from hil.transport.client import DeviceError
+from hil.transport.client import DeviceErrorReply
 from hil.transport.frame import ErrorCode, FrameType
 from hil.transport.link import LinkError, LinkTimeout
 
@@ -77,6 +77,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hil.measure.measurement import Measurement
+
 PIDS = Path(__file__).with_name("pids.txt")
 
 
@@ -84,12 +86,13 @@ def _zeros(dut):
     return [np.zeros(t.shape, t.dtype) for t in dut.info.inputs]
 
 
-def test_1_passes(dut):
+def test_1_passes(dut, hil_results):
     PIDS.write_text(f"{dut.pid}\\n")
-    assert dut.infer(_zeros(dut)).cycles > 0
+    hil_results.record(Measurement("cycles_before_kill", dut.infer(_zeros(dut)).cycles, "cycles", "emulated"))
 
 
-def test_2_device_dies_mid_test(dut):
+def test_2_device_dies_mid_test(dut, hil_results):
+    hil_results.record(Measurement("cycles_until_kill", dut.infer(_zeros(dut)).cycles, "cycles", "emulated"))
     os.kill(dut.pid, signal.SIGKILL)
     dut.infer(_zeros(dut))
 
@@ -108,10 +111,10 @@ def test_4_device_dies_but_the_test_does_not_notice(dut):
     os.kill(dut.pid, signal.SIGKILL)
 
 
-def test_5_found_dead_and_restarted(dut):
+def test_5_found_dead_and_restarted(dut, hil_results):
     with PIDS.open("a") as f:
         f.write(f"{dut.pid}\\n")
-    assert dut.infer(_zeros(dut)).cycles > 0
+    hil_results.record(Measurement("cycles_after_restart", dut.infer(_zeros(dut)).cycles, "cycles", "emulated"))
 
 
 def test_6_device_stops_answering(dut):
@@ -165,7 +168,14 @@ def test_a_killed_device_fails_only_its_test_and_is_restarted(pytester: pytest.P
     # the run record: the run goes on to its end, and keeps the excerpts and the restarts in its journal
     results = load_results(pytester.path / "out" / "latest")
     assert results["verdict"] == "fail" and results["complete"]
-    assert results["counts"] == {"passed": 5, "failed": 2}
+    # a test whose device was lost is an error in the run record (it never reached its verdict on the device)
+    assert results["counts"] == {"passed": 5, "error": 2}
+    outcomes = {t["id"].split("::")[-1]: t["outcome"] for t in results["tests"]}
+    assert outcomes["test_2_device_dies_mid_test"] == outcomes["test_6_device_stops_answering"] == "error"
+    # every measurement completed before and after the kill is in the record, the killed test's own included
+    recorded = {m["name"]: m for m in results["metrics"]}
+    assert {"cycles_before_kill", "cycles_until_kill", "cycles_after_restart"} <= set(recorded)
+    assert all(recorded[n]["value"] > 0 for n in ("cycles_before_kill", "cycles_until_kill", "cycles_after_restart"))
     logs = {t["id"].split("::")[-1]: t["logs"] for t in results["tests"]}
     assert any(log["source"] == "device" and "killed by signal 9" in log["text"]
                for log in logs["test_2_device_dies_mid_test"])
@@ -305,8 +315,8 @@ def test_a_malformed_hil_timeout_is_a_usage_error(pytester: pytest.Pytester) -> 
 @pytest.mark.parametrize(("exc", "cause"), [
     (LinkError("/dev/pts/3: read failed"), "link"),
     (LinkTimeout("/dev/pts/3: no reply"), "link timeout"),
-    (DeviceError(ErrorCode.INFER_FAILED, FrameType.INFER, "arena", "pty"), "device fault"),
-    (DeviceError(ErrorCode.UNSUPPORTED, FrameType.INFER_OFFLOAD, "no offload", "pty"), None),  # alive, in sync
+    (DeviceErrorReply(ErrorCode.INFER_FAILED, FrameType.INFER, "arena", "pty"), "device fault"),
+    (DeviceErrorReply(ErrorCode.UNSUPPORTED, FrameType.INFER_OFFLOAD, "no offload", "pty"), None),  # alive, in sync
     (serial.SerialException("device reports readiness to read but returned no data"), "link"),
     (AssertionError("outputs differ"), None),
     (pytest.fail.Exception("Timeout (>3.0s) from pytest-timeout."), "timeout"),
@@ -472,3 +482,40 @@ def test_xdist_workers_never_share_a_board(pytester: pytest.Pytester, board_on_s
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 1 and outcomes.get("errors", outcomes.get("error", 0)) >= 1, outcomes
     result.stdout.fnmatch_lines([f"*serial port {url} is in use by pid *give each worker its own board and port*"])
+
+
+DROPPED_SERVER_TESTS = """
+def test_1_server_answers(remote_model):
+    assert remote_model.client.ping() < 5
+
+
+def test_2_server_goes_away(remote_model):
+    remote_model.server.close()  # the in-process server stops; its clients' connections are shut
+
+
+def test_3_needs_the_server(remote_model):
+    remote_model.client.ping()
+
+
+def test_4_needs_only_the_device(dut):
+    assert dut.info.inputs
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(240)
+def test_a_server_that_goes_away_fails_only_the_tests_that_use_it(pytester: pytest.Pytester) -> None:
+    """The committed AgileNN model (it has a Remote NN): its server stops mid-suite; the test that needs it next
+    fails naming the server and saying what to do, and a device-only test after it passes."""
+    model = resolve_model(paths.MODELS / "agilenn-cifar10")
+    fw = build_firmware("host", model.c_dir)
+    pytester.makepyfile(test_inner=DROPPED_SERVER_TESTS)
+    result = pytester.runpytest_subprocess(
+        "--hil-target=host", f"--hil-fw={fw}", f"--hil-model={model.tflite_path.parent}",
+        f"--hil-report-dir={pytester.path / 'out'}", "-p", "no:cacheprovider", "--hil-timeout=5", timeout=200)
+    result.assert_outcomes(passed=3, failed=1)
+    out = result.stdout.str()
+    failure = out[out.index("test_3_needs_the_server ___"):]
+    assert re.search(r"ServerUnreachable: remote server 127\.0\.0\.1:\d+: cannot connect \(Connection refused\); "
+                     r"start one with `hil serve`", failure), failure[:2000]
+    result.stdout.fnmatch_lines(["*FAILED test_inner.py::test_3_needs_the_server*"])

@@ -34,6 +34,7 @@ from hil.accuracy.subset import ImageSet
 from hil.agilenn.quant import Quant
 from hil.datasets import to_model_input
 from hil.dut import EMULATED_TARGETS
+from hil.errors import ModelError, ServerError
 from hil.export.agilenn import float_device_model
 from hil.measure.measurement import Measurement, Provenance
 from hil.offload.codec import PayloadError, decode_payload, encode_payload, huffman_lengths_of
@@ -61,11 +62,11 @@ FLOAT_PIPELINE = (
 )
 
 
-class AccuracyError(ValueError):
+class AccuracyError(ModelError, ValueError):
     """The model or the images cannot be checked as asked (no AgileNN export, images of another shape)."""
 
 
-class RemoteMismatch(RuntimeError):
+class RemoteMismatch(ServerError, RuntimeError):
     """The server's answer does not fit the model under test (another number of classes)."""
 
 

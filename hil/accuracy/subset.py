@@ -26,6 +26,7 @@ import numpy as np
 
 from hil import paths
 from hil.datasets import DatasetError, load_dataset
+from hil.errors import UsageError
 
 SUBSET_PATH = paths.FIXTURES / "cifar10" / "test-subset-500.npz"
 # The project's CIFAR-10 copy (../shared/datasets/cifar10/README.md), outside the repository.
@@ -35,7 +36,7 @@ NUM_CLASSES = 10
 SUBSET_KEYS = ("x", "y", "index")
 
 
-class SubsetError(ValueError):
+class SubsetError(UsageError):
     """The subset cannot be built or loaded (missing keys, too few exact images of a class, wrong dtypes)."""
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from hil.errors import UsageError
+
 COSTS_PATH = Path(__file__).with_name("esp32s3_costs.yaml")
 COSTS_FORMAT = "hil-esp32s3-costs/1"
 VARIANTS = ("portable", "esp_nn")
@@ -36,7 +38,7 @@ FREE_OPS = frozenset({"SHAPE", "PACK"})
 REPRODUCE_TOLERANCE = 1e-4  # derived figures reproduce their published tick counts to 0.01%
 
 
-class CostModelError(ValueError):
+class CostModelError(UsageError):
     """The cost file is missing, malformed or inconsistent with its own published figures."""
 
 

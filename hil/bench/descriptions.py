@@ -26,13 +26,14 @@ from typing import Any, NoReturn
 
 import yaml
 
+from hil.errors import UsageError
 from hil.targets.registry import SERIAL_TARGETS
 from hil.targets.registry import TARGETS as KNOWN_TARGETS
 
 # SERIAL_TARGETS open a serial port the bench names; host and qemu create their own pseudo-terminal.
 
 
-class BenchError(ValueError):
+class BenchError(UsageError):
     """A bench file is missing, not YAML, or does not describe a valid bench."""
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from hil import paths
 from hil.bench import paper as paper_figures
 from hil.bench.costmodel import VARIANT_LABELS, VARIANTS, CostTable, ModelCost
+from hil.errors import UsageError
 from hil.measure.link import LINKS, link_by_key
 from hil.measure.measurement import PROVENANCES, Measurement
 from hil.stats import wilson_interval
@@ -76,7 +77,7 @@ WEAKEST = {p: i for i, p in enumerate(("measured", "emulated", "modelled"))}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEVICE = 0, 1, 2, 3
 
 
-class BenchError(ValueError):
+class BenchError(UsageError):
     """The bench cannot start (no models, unknown link, unknown reference)."""
 
 

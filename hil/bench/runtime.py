@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from hil import paths
+from hil.errors import DeviceError
 
 QEMU_INSTRUCTIONS_PER_TICK = 25  # -icount shift=0: 1 ns per instruction, CCOUNT at QEMU's 40 MHz for lx106
 OUR_FUNCTION = "hil_model_invoke"
@@ -48,7 +49,7 @@ TFLM_FUNCTION = "tflite::micro::MicroInterpreter::Invoke()"
 HOST_CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror"]  # hil.model.hostrun's, without the checks
 
 
-class BenchError(RuntimeError):
+class BenchError(DeviceError, RuntimeError):
     """A tool the bench needs is missing or failed; the message says which and how to get it."""
 
 

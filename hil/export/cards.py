@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hil.errors import ModelError
+
 TRAINED_KINDS = ("agilenn", "full_local", "edge_only", "partition", "encoder")
 KINDS = (*TRAINED_KINDS, "synthetic")
 BASE_KEYS = ("name", "kind", "dataset", "artifacts", "device")
@@ -26,7 +28,7 @@ DEVICE_KEYS = ("weights_bytes", "arena_bytes", "macs")
 UNHASHED = frozenset({"card.json", "README.md"})  # the card cannot hash itself; the README is prose
 
 
-class CardError(ValueError):
+class CardError(ModelError, ValueError):
     """A card.json is missing, malformed, incomplete, or does not match the files next to it."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from hil import paths
 from hil.agilenn.quant import Quant
+from hil.errors import ModelError
 from hil.export.cards import UNHASHED, load_card, sha256_file
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from hil.model.tflite_reader import Tensor
 
 
-class ExportError(ValueError):
+class ExportError(ModelError, ValueError):
     """The run directory cannot be exported as asked (unfinished run, other data, unexpected conversion)."""
 
 

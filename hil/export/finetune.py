@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import ModelError
 from hil.export.agilenn import (
     CALIBRATION_IMAGES,
     DeviceIO,
@@ -63,7 +64,7 @@ JOINT_REMOTE = "remote_nn.joint.keras"
 JOINT_DEVICE = {"extractor.keras": "extractor.joint.keras", "local_nn.keras": "local_nn.joint.keras"}
 
 
-class FinetuneError(ValueError):
+class FinetuneError(ModelError, ValueError):
     """The run directory cannot be fine-tuned (not finished, or fine-tuned against another device part)."""
 
 

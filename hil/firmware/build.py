@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hil import paths
+from hil.errors import DeviceError, UsageError
 
 PORTS = ("host", "qemu")
 ARTIFACTS = {"host": "hil_fw", "qemu": "hil_fw.elf"}
@@ -36,7 +37,7 @@ APT_INSTALL_HOST = "sudo apt-get install -y --no-install-recommends gcc make lib
 BUILD_TIMEOUT_S = 300
 
 
-class FirmwareBuildError(RuntimeError):
+class FirmwareBuildError(DeviceError, RuntimeError):
     """make failed, or the tools to run it are missing; the message carries the compiler's output."""
 
 
@@ -70,7 +71,7 @@ def toolchain_status(port: str = "qemu") -> ToolchainStatus:
 
 def _check_port(port: str) -> None:
     if port not in PORTS:
-        raise ValueError(f"no make build for port '{port}': choose {' or '.join(PORTS)} (esp32s3 uses ESP-IDF)")
+        raise UsageError(f"no make build for port '{port}': choose {' or '.join(PORTS)} (esp32s3 uses ESP-IDF)")
 
 
 def _fw_version(device_fw: Path) -> str | None:

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal, TypedDict
 
 import numpy as np
 
+from hil import errors
+from hil.errors import UsageError
+
 if TYPE_CHECKING:
     from hil.instruments.scpi import ScpiSession
 
@@ -27,7 +30,7 @@ TriggerSource = Literal["software", "external"]
 TRIGGER_SOURCES: tuple[str, ...] = ("software", "external")
 
 
-class InstrumentError(RuntimeError):
+class InstrumentError(errors.InstrumentError, RuntimeError):
     """An instrument refused a command, reported an error in SYST:ERR?, or could not be reached."""
 
     def __init__(self, instrument: str, command: str, message: str) -> None:
@@ -78,15 +81,15 @@ class CaptureConfig:
 
     def __post_init__(self) -> None:
         if not self.sample_interval_s > 0:
-            raise ValueError(f"sample interval must be positive, not {self.sample_interval_s}")
+            raise UsageError(f"sample interval must be positive, not {self.sample_interval_s}")
         if self.points < 1:
-            raise ValueError(f"points must be at least 1, not {self.points}")
+            raise UsageError(f"points must be at least 1, not {self.points}")
         if not 0 <= self.pretrigger_points < self.points:
-            raise ValueError(f"pre-trigger points must be in 0..{self.points - 1}, not {self.pretrigger_points}")
+            raise UsageError(f"pre-trigger points must be in 0..{self.points - 1}, not {self.pretrigger_points}")
         if self.current_range_a is not None and not self.current_range_a > 0:
-            raise ValueError(f"current range must be positive, not {self.current_range_a}")
+            raise UsageError(f"current range must be positive, not {self.current_range_a}")
         if self.trigger not in TRIGGER_SOURCES:
-            raise ValueError(f"trigger must be one of {', '.join(TRIGGER_SOURCES)}, not {self.trigger!r}")
+            raise UsageError(f"trigger must be one of {', '.join(TRIGGER_SOURCES)}, not {self.trigger!r}")
 
     @property
     def duration_s(self) -> float:

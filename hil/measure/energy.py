@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from hil.errors import InstrumentError, UsageError
 from hil.instruments.base import Trace
 
 Source = Literal["auto", "marker", "current"]
@@ -29,7 +30,7 @@ MIN_SAMPLES = 3  # shorter windows and gaps are glitches (merged or dropped)
 EDGE_GUARD_SAMPLES = 3  # samples next to an edge are excluded from the idle estimate
 
 
-class NoWindows(ValueError):
+class NoWindows(InstrumentError, ValueError):
     """The trace holds no complete inference window."""
 
 
@@ -297,7 +298,7 @@ def span_energy(
     if not windows:
         raise NoWindows("no marker window in the trace")
     if inferences < 1:
-        raise ValueError("inferences must be at least 1")
+        raise UsageError("inferences must be at least 1")
     start, end = windows[0].start_s, windows[-1].end_s
     energy, _charge = integrate(trace, start, end)
     if subtract_idle:

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hil.errors import UsageError
 from hil.measure.measurement import Measurement
 
 
@@ -66,7 +67,7 @@ LINKS: dict[str, LinkModel] = {
 
 def link_by_key(key: str) -> LinkModel:
     if key not in LINKS:
-        raise ValueError(f"unknown link model {key!r}; choose from {', '.join(LINKS)}")
+        raise UsageError(f"unknown link model {key!r}; choose from {', '.join(LINKS)}")
     return LINKS[key]
 
 

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
+from hil.errors import UsageError
+
 Provenance = Literal["measured", "emulated", "modelled"]
 PROVENANCES: tuple[str, ...] = get_args(Provenance)
 RESULTS_SCHEMA = "hil-results/1"
@@ -139,6 +141,6 @@ class ResultsWriter:
 def read_results(path: Path | str) -> list[ResultRecord]:
     data = json.loads(Path(path).read_text())
     if data.get("schema") != RESULTS_SCHEMA:
-        raise ValueError(f"{path}: not a {RESULTS_SCHEMA} file")
+        raise UsageError(f"{path}: not a {RESULTS_SCHEMA} file")
     return [ResultRecord(r["key"], [Measurement.from_json(m) for m in r["measurements"]], r.get("meta", {}))
             for r in data["records"]]

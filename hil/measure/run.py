@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from hil.dut import EMULATED_TARGETS, PROVENANCE, Dut, DutOptions, open_dut
+from hil.errors import UsageError
 from hil.instruments.base import CaptureConfig, PowerAnalyzer, Trace
 from hil.instruments.simulated import SimulatedAnalyzer, start_simulated_analyzer
 from hil.instruments.simulated.dut_activity import DutActivity
@@ -58,12 +59,12 @@ class MeasureOptions:
 
     def __post_init__(self) -> None:
         if self.images < 1:
-            raise ValueError("images must be at least 1")
+            raise UsageError("images must be at least 1")
         if self.mode not in ("window", "span"):
-            raise ValueError(f"mode must be 'window' or 'span', not {self.mode!r}")
+            raise UsageError(f"mode must be 'window' or 'span', not {self.mode!r}")
         for key in self.links:
             if key not in LINKS:
-                raise ValueError(f"unknown link model {key!r}; choose from {', '.join(LINKS)}")
+                raise UsageError(f"unknown link model {key!r}; choose from {', '.join(LINKS)}")
 
 
 @dataclass

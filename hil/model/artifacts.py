@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hil import paths
+from hil.errors import ModelError
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ModelError, FileNotFoundError):
     """The model path does not name a model directory or a .tflite file."""
 
 
-class StaleModelError(RuntimeError):
+class StaleModelError(ModelError, RuntimeError):
     """The generated C source does not belong to the .tflite next to it."""
 
 

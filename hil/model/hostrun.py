@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hil import paths
+from hil.errors import DeviceError, UsageError
 
 CORE = paths.DEVICE_FW / "core"
 KERNELS = CORE / "kernels"
@@ -30,8 +31,8 @@ MAIN = paths.DEVICE_FW / "tests" / "run_model_main.c"
 CFLAGS = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-DHIL_KERNEL_CHECKS"]
 
 
-class HostBuildError(RuntimeError):
-    """gcc failed; the message holds its output."""
+class HostBuildError(DeviceError, RuntimeError):
+    """gcc failed (the message holds its output), or the built runner did."""
 
 
 def _compiler() -> str:
@@ -129,15 +130,15 @@ def _np_dtype(spec: dict) -> np.dtype:
 
 def _input_bytes(inputs_spec: list[dict], inputs: Sequence[np.ndarray]) -> bytes:
     if len(inputs) != len(inputs_spec):
-        raise ValueError(f"the model takes {len(inputs_spec)} inputs, got {len(inputs)}")
+        raise UsageError(f"the model takes {len(inputs_spec)} inputs, got {len(inputs)}")
     chunks = []
     for spec, arr in zip(inputs_spec, inputs, strict=True):
         a = np.asarray(arr)
         want = _np_dtype(spec)
         if a.dtype != want:
-            raise ValueError(f"input '{spec['name']}' must be {want.name}, got {a.dtype}")
+            raise UsageError(f"input '{spec['name']}' must be {want.name}, got {a.dtype}")
         if a.size * want.itemsize != spec["bytes"]:
-            raise ValueError(f"input '{spec['name']}' needs {spec['bytes'] // want.itemsize} values, got {a.size}")
+            raise UsageError(f"input '{spec['name']}' needs {spec['bytes'] // want.itemsize} values, got {a.size}")
         chunks.append(np.ascontiguousarray(a, dtype=want.newbyteorder("<")).tobytes())
     return b"".join(chunks)
 
@@ -150,10 +151,10 @@ def run_host_many(
     payload = b"".join(_input_bytes(inputs_spec, s) for s in input_sets)
     proc = subprocess.run([str(binary)], input=payload, capture_output=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"{binary} exited with {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+        raise HostBuildError(f"{binary} exited with {proc.returncode}: {proc.stderr.decode(errors='replace')}")
     per_set = sum(o["bytes"] for o in outputs_spec)
     if len(proc.stdout) != per_set * len(input_sets):
-        raise RuntimeError(f"{binary} wrote {len(proc.stdout)} bytes, expected {per_set * len(input_sets)}")
+        raise HostBuildError(f"{binary} wrote {len(proc.stdout)} bytes, expected {per_set * len(input_sets)}")
     results = []
     pos = 0
     for _ in input_sets:

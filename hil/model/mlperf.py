@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import UsageError
+
 __all__ = [
     "FLASH_WEIGHTS_BUDGET_BYTES",
     "MODELS",
@@ -200,7 +202,7 @@ def _spec(name: str) -> MlperfModel:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown MLPerf Tiny model '{name}'; choose one of {', '.join(MODELS)}") from None
+        raise UsageError(f"unknown MLPerf Tiny model '{name}'; choose one of {', '.join(MODELS)}") from None
 
 
 def _calibrate_batch_norm(tf: Any, name: str, weights: list[np.ndarray], data: np.ndarray) -> list[np.ndarray]:

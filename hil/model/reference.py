@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hil.errors import UsageError
+
 
 @dataclass(frozen=True)
 class IoDetail:
@@ -56,11 +58,11 @@ class TflmReference:
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):
-            raise ValueError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
+            raise UsageError(f"the model takes {len(self.inputs)} inputs, got {len(inputs)}")
         for detail, arr in zip(self.inputs, inputs, strict=True):
             a = np.asarray(arr)
             if a.dtype != detail.dtype:
-                raise ValueError(f"input {detail.index} must be {detail.dtype}, got {a.dtype}")
+                raise UsageError(f"input {detail.index} must be {detail.dtype}, got {a.dtype}")
             self._interpreter.set_input(np.ascontiguousarray(a.reshape(detail.shape)), detail.index)
         self._interpreter.invoke()
         # Copies: the interpreter may hand out views into its arena, which the next invoke overwrites.

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import UsageError
 from hil.model.quantization import compute_out_size
 from hil.model.tflite_builder import ACTIVATIONS, PADDINGS, TfliteBuilder, builtin_options
 
@@ -520,5 +521,5 @@ def make_single_op_model(op: str, rng: np.random.Generator, **params: Any) -> by
     try:
         maker = _SINGLE_OP_MAKERS[op]
     except KeyError:
-        raise ValueError(f"no single-op maker for {op}; choose from {sorted(_SINGLE_OP_MAKERS)}") from None
+        raise UsageError(f"no single-op maker for {op}; choose from {sorted(_SINGLE_OP_MAKERS)}") from None
     return maker(rng, **params)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import UsageError
 from hil.model.single_op import make_single_op_model
 from hil.model.tflite_builder import TfliteBuilder, builtin_options
 
@@ -57,7 +58,7 @@ def convert_keras_int8(
     import tensorflow as tf
 
     if activations not in ("int8", "int16"):
-        raise ValueError(f"activations must be 'int8' or 'int16', not {activations!r}")
+        raise UsageError(f"activations must be 'int8' or 'int16', not {activations!r}")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from hil.errors import ModelError
 
-class UnsupportedModelError(ValueError):
+
+class UnsupportedModelError(ModelError, ValueError):
     """The model uses something the int8 compiler cannot translate; the message says what and what to do."""
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import DeviceError
+
 __all__ = [
     "CLEAR_OFFSET",
     "END_OFFSET",
@@ -68,7 +70,7 @@ CLEAR_OFFSET = 0  # CLEAR = 2**bits + 0
 END_OFFSET = 1  # END = 2**bits + 1
 
 
-class PayloadError(ValueError):
+class PayloadError(DeviceError, ValueError):
     """The payload is not a valid encoding of `n_values` codes (truncated, corrupt, too long, wrong header)."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hil.errors import ModelError
 from hil.offload.codec import HUFFMAN_LENGTHS_KEY, huffman_lengths_of, payload_bound
 from hil.offload.value_codes import ValueCodes, ValueCodesError
 
@@ -30,7 +31,7 @@ LOCAL_NAME, REMOTE_NAME = "local_logits", "remote_features"
 _SLICE_RANGE = re.compile(r"(\d+):(\d+)\]\s*$")  # the last axis of a STRIDED_SLICE summary: "[..., 0:5]"
 
 
-class OffloadConfigError(ValueError):
+class OffloadConfigError(ModelError, ValueError):
     """agilenn.json and model.json do not describe a model the firmware can offload from."""
 
 

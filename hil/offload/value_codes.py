@@ -15,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import ModelError
+
 __all__ = ["ValueCodes", "ValueCodesError", "nearest_codes", "runs_of"]
 
 
-class ValueCodesError(ValueError):
+class ValueCodesError(ModelError, ValueError):
     """agilenn.json's code mapping is missing or malformed."""
 
 

@@ -23,7 +23,7 @@ from hil import paths
 from hil.bench import Bench, BenchError, load_bench
 from hil.dut import TARGETS, Dut, DutOptions, open_dut
 from hil.model.artifacts import DeviceModel, resolve_model
-from hil.plugin.options import _BENCH_KEY, _FLAGS, _OPTIONS, _get, _int_option, flash_settings
+from hil.plugin.options import _BENCH_KEY, _FLAGS, _OPTIONS, _get, _int_option, faults, flash_settings
 from hil.targets.registry import SERIAL_TARGETS
 
 if TYPE_CHECKING:  # the power analyzer section at the end imports these lazily
@@ -59,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if target in SERIAL_TARGETS and not _get(config, "hil_port"):
         raise pytest.UsageError(f"--hil-target {target} needs --hil-port (e.g. /dev/ttyUSB0 or rfc2217://host:4000)")
     _int_option(config, "hil_baud")  # hil_images ("all" or N) is checked in the accuracy section below
+    faults(config)  # a malformed --hil-faults spec is a usage error before any test runs
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +75,7 @@ def hil_options(pytestconfig: pytest.Config, hil_run_dir: Path) -> DutOptions:
         timeout_s=float(_get(pytestconfig, "hil_timeout")),
         flash_image=Path(image) if (image := _get(pytestconfig, "hil_flash_image")) else None,
         flash_settings=flash_settings(pytestconfig),
+        faults=faults(pytestconfig),
     )
 
 
@@ -219,6 +221,7 @@ def remote_model(pytestconfig: pytest.Config, hil_model: DeviceModel) -> Iterato
     """The Remote NN of the session's model behind a real TCP server: the server given by --hil-server, else one
     started in this process on 127.0.0.1 (any free port) for the model directory of `hil_model`. Skips when
     that directory has no remote model (agilenn.json + remote.keras), as the synthetic stand-in."""
+    from hil.errors import ServerError
     from hil.server.client import RemoteClient
     from hil.server.remote_model import RemoteModel, missing_files
     from hil.server.service import RemoteServer, ServerConfig
@@ -238,8 +241,8 @@ def remote_model(pytestconfig: pytest.Config, hil_model: DeviceModel) -> Iterato
     try:
         try:
             info = client.info()
-        except OSError as exc:
-            pytest.fail(f"remote model server {address[0]}:{address[1]}: {exc}", pytrace=False)
+        except ServerError as exc:  # names the server: unreachable, dropped, timed out, or an error reply
+            pytest.fail(str(exc), pytrace=False)
         model = info.model(hil_model.sha256)
         if model is None:
             served = ", ".join(f"{m.name} ({m.sha256[:16]})" for m in info.models) or "nothing"

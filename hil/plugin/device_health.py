@@ -236,7 +236,7 @@ def _cause(exc: BaseException) -> str | None:
     import serial
 
     from hil.targets.base import TargetError
-    from hil.transport.client import DeviceCrashed, DeviceError
+    from hil.transport.client import DeviceCrashed, DeviceErrorReply
     from hil.transport.frame import ErrorCode, ProtocolError
     from hil.transport.link import LinkError, LinkTimeout
 
@@ -245,7 +245,7 @@ def _cause(exc: BaseException) -> str | None:
     for e in _chain(exc):
         if isinstance(e, DeviceCrashed):
             return CRASH_CAUSE
-        if isinstance(e, DeviceError):
+        if isinstance(e, DeviceErrorReply):
             # An ERROR reply means the device is alive and in sync, unless the model run itself failed there.
             if e.code == ErrorCode.INFER_FAILED or e.code not in set(ErrorCode):
                 return "device fault"

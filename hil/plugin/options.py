@@ -13,6 +13,7 @@ from hil.dut import TARGETS
 
 if TYPE_CHECKING:
     from hil.firmware.flashimage.flasher import FlashSettings
+    from hil.transport.faults import Faults
 
 _OPTIONS = (
     # (name, ini name, help, default)
@@ -29,6 +30,9 @@ _OPTIONS = (
                                                "teardown included, unless it has a timeout marker or --timeout is "
                                                "given (pytest-timeout; default 300, 0: none)", "300"),
     ("--hil-report-dir", "hil_report_dir", "where runs go: <DIR>/runs/<run>/ (default reports/)", None),
+    ("--hil-faults", "hil_faults", "inject link faults beneath the protocol once the device has said HELLO, e.g. "
+                                   "flip=0.01,drop=0.001,garbage=0.001,stall=0.0005,reset=0.0001,seed=7 "
+                                   "(hil/transport/faults.py; default none)", None),
     # --- power analyzer (hil.instruments, hil.measure) ---
     ("--hil-visa", "hil_visa", "VISA resource of the power analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR "
                                "(default: the bench's, else the simulated N6705C)", None),
@@ -101,6 +105,18 @@ def flash_settings(config: pytest.Config) -> FlashSettings:
                              erase_all=_flag(config, "hil_erase_all"))
     except ValueError as exc:
         raise pytest.UsageError(f"hil flash options: {exc}") from None
+
+
+def faults(config: pytest.Config) -> Faults | None:
+    """--hil-faults: the fault injector for the session's device (None: no faults); pytest.UsageError when the
+    spec is malformed."""
+    from hil.transport.faults import Faults, FaultSpec, FaultSpecError
+
+    try:
+        spec = FaultSpec.parse(_get(config, "hil_faults"))
+    except FaultSpecError as exc:
+        raise pytest.UsageError(f"--hil-faults: {exc}") from None
+    return Faults(spec) if spec.active else None
 
 
 def report_dir(config: pytest.Config) -> Path:

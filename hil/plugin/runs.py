@@ -31,7 +31,7 @@ import pytest
 
 from hil.measure.measurement import Measurement
 from hil.model.artifacts import resolve_model
-from hil.plugin.device_health import CRASH_SECTION, take_console
+from hil.plugin.device_health import CRASH_PROPERTY, CRASH_SECTION, LOST_PROPERTY, take_console
 from hil.plugin.options import _get, report_dir
 from hil.report.build import COMPARISON_NAME, write_json
 from hil.report.compare import ToleranceError, ToleranceTable, compare_results, comparison_lines, summary_line
@@ -256,7 +256,10 @@ def pytest_runtest_makereport_runs(item: pytest.Item, call: pytest.CallInfo) -> 
 
 
 def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
-    """passed | failed | error (setup or teardown failed) | skipped | xfailed | xpassed, as pytest reports it."""
+    """passed | failed | error | skipped | xfailed | xpassed, as pytest reports it, except that a test during which
+    the device was lost without crashing (killed, exited, stopped answering, the link broke: device_health's
+    LOST_PROPERTY without CRASH_PROPERTY) is an error, not a failure: it never got to its verdict on the device,
+    as when its setup fails. A crash (a panic report on the console) is the device failing: a failure."""
     duration = sum(r.duration for r in reports)
     # Passed only with a passing call: a test stopped by Ctrl-C or a crash of the session has no call report.
     outcome, message = "error", "interrupted: the test never finished (Ctrl-C, or the session stopped)"
@@ -265,7 +268,9 @@ def _outcome(reports: list[pytest.TestReport]) -> tuple[str, float, str]:
             outcome, message = "passed", ""
     for r in reports:
         if r.failed:
-            outcome = "failed" if r.when == "call" else "error"
+            names = {name for name, _value in r.user_properties}
+            lost = LOST_PROPERTY in names and CRASH_PROPERTY not in names
+            outcome = "failed" if r.when == "call" and not lost else "error"
             message = r.longreprtext[-MESSAGE_CHARS:]
             break
         if r.skipped:

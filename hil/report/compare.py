@@ -24,12 +24,13 @@ from typing import Any
 import yaml
 
 from hil.dut import EMULATED_TARGETS
+from hil.errors import UsageError
 
 FAILING = ("regressed", "missing")
 CLASSES = ("deterministic", "noisy", "wallclock")
 
 
-class ToleranceError(ValueError):
+class ToleranceError(UsageError):
     """The tolerance file is malformed."""
 
 

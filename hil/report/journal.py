@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hil.errors import UsageError
+
 JOURNAL_NAME = "journal.jsonl"
 JOURNAL_SCHEMA = "hil-journal/1"
 
@@ -38,7 +40,7 @@ KINDS = (
 )
 
 
-class JournalError(ValueError):
+class JournalError(UsageError):
     """The journal is missing, empty, or not a hil journal."""
 
 

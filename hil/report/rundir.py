@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hil.errors import UsageError
 from hil.report.journal import JOURNAL_NAME
 
 RUNS = "runs"
@@ -23,7 +24,7 @@ REFERENCE = "reference"
 RESULTS_NAME = "results.json"
 
 
-class RunDirError(ValueError):
+class RunDirError(UsageError):
     """A run named on the command line does not exist, or a run directory cannot be made."""
 
 

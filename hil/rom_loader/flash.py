@@ -15,12 +15,14 @@ import os
 import re
 from pathlib import Path
 
+from hil.errors import DeviceError, UsageError
+
 SECTOR_SIZE = 0x1000
 FLASH_SIZES = {"4MB": 4 << 20, "8MB": 8 << 20, "16MB": 16 << 20}
 DEFAULT_FLASH_SIZE = FLASH_SIZES["8MB"]
 
 
-class FlashImageError(Exception):
+class FlashImageError(DeviceError):
     """The flash image file cannot be used (wrong size, not writable, in use)."""
 
 
@@ -31,10 +33,10 @@ def parse_flash_size(value: str | int) -> int:
     else:
         m = re.fullmatch(r"\s*(\d+)\s*(MB|M|MiB)?\s*", value, re.IGNORECASE)
         if not m:
-            raise ValueError(f"flash size {value!r}: expected one of {', '.join(FLASH_SIZES)}")
+            raise UsageError(f"flash size {value!r}: expected one of {', '.join(FLASH_SIZES)}")
         size = int(m.group(1)) << 20 if m.group(2) else int(m.group(1))
     if size not in FLASH_SIZES.values():
-        raise ValueError(f"flash size {value!r}: expected one of {', '.join(FLASH_SIZES)}")
+        raise UsageError(f"flash size {value!r}: expected one of {', '.join(FLASH_SIZES)}")
     return size
 
 

@@ -17,6 +17,8 @@ import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
+from hil.errors import DeviceError
+
 
 class Op(IntEnum):
     """Command bytes (esptool/loader.py, ESPLoader.ESP_CMDS)."""
@@ -126,7 +128,7 @@ STUB_ERRORS: dict[Failure, int] = {
 }
 
 
-class CommandError(Exception):
+class CommandError(DeviceError):
     """Raised by a command handler: the loader answers with the failure's status instead of success."""
 
     def __init__(self, failure: Failure, detail: str = "") -> None:
@@ -135,7 +137,7 @@ class CommandError(Exception):
         self.detail = detail
 
 
-class PacketError(ValueError):
+class PacketError(DeviceError, ValueError):
     """A frame that is not a request packet."""
 
 

@@ -17,6 +17,7 @@ import logging
 import threading
 from pathlib import Path
 
+from hil.errors import UsageError
 from hil.rom_loader.chip import ChipIdentity
 from hil.rom_loader.flash import DEFAULT_FLASH_SIZE, FlashImage, parse_flash_size
 from hil.rom_loader.session import FrameIO, LoaderStats, Mode, Session, UartPace
@@ -51,7 +52,7 @@ class RomLoader:
         pace_uart: bool = False,
     ) -> None:
         if transport not in TRANSPORTS:
-            raise ValueError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
+            raise UsageError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
         self.flash_image = Path(flash_image)
         self.pace_uart = pace_uart  # transfers take as long as on a UART at the session's baud rate
         self.flash_size = parse_flash_size(flash_size)

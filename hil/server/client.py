@@ -15,19 +15,33 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hil.errors import ServerError, UsageError
 from hil.server import protocol as p
 from hil.server.protocol import InferResult as RemoteResult  # logits, server_us, model_us
 
-__all__ = ["ModelInfo", "RemoteClient", "RemoteError", "RemoteResult", "ServerInfo", "parse_address"]
+__all__ = ["ModelInfo", "RemoteClient", "RemoteError", "RemoteResult", "ServerDropped", "ServerInfo", "ServerTimeout",
+           "ServerUnreachable", "parse_address"]
 
 
-class RemoteError(RuntimeError):
+class RemoteError(ServerError, RuntimeError):
     """The server answered with an error status."""
 
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         self.message = message
         super().__init__(f"{p.status_name(status)}: {message}")
+
+
+class ServerUnreachable(ServerError, ConnectionError):
+    """No connection to the server could be made (refused, no route, unknown host)."""
+
+
+class ServerDropped(ServerError, ConnectionError):
+    """The server closed or reset the connection in the middle of a request."""
+
+
+class ServerTimeout(ServerError, TimeoutError):
+    """No complete reply within the client's timeout."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """'host:port' or '[v6 address]:port' -> (host, port)."""
     host, sep, port = text.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"'{text}' is not host:port")
+        raise UsageError(f"'{text}' is not host:port")
     return host.strip("[]"), int(port)
 
 
@@ -126,18 +140,35 @@ class RemoteClient:
         return reply
 
     def _exchange(self, type_: int, body: bytes, flags: int) -> tuple[int, bytes]:
+        reused = self._sock is not None
+        try:
+            return self._exchange_once(type_, body, flags)
+        except ServerDropped:
+            # A kept-alive connection the server has since closed (its idle timeout, a restart) fails on first
+            # use: try once more on a new one. Every request is a pure function of its body, so a repeat is safe.
+            if not reused:
+                raise
+        return self._exchange_once(type_, body, flags)
+
+    def _exchange_once(self, type_: int, body: bytes, flags: int) -> tuple[int, bytes]:
         request_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
         frame = p.encode_request(type_, request_id, body, flags)
         deadline = time.monotonic() + self.timeout
+        what = f"remote server {self.address}"
+        sock = self._connect()
         try:
-            sock = self._connect()
             sock.settimeout(self.timeout)
             sock.sendall(frame)
             header = p.parse_header(self._recv(sock, p.HEADER_SIZE, deadline))
             reply = self._recv(sock, header.length, deadline)
-        except BaseException:  # timeout, reset, bad reply, Ctrl-C: the stream position is unknown
+        except BaseException as exc:  # timeout, reset, bad reply, Ctrl-C: the stream position is unknown
             self.close()
+            request = p.type_name(type_)
+            if isinstance(exc, TimeoutError):
+                raise ServerTimeout(f"{what}: no complete reply to {request} within {self.timeout:g} s: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise ServerDropped(f"{what} dropped the connection during {request}: {exc}") from exc
             raise
         status = header.field
         if header.type == p.NO_TYPE or status in (s.value for s in p.Status if s.closes):
@@ -150,7 +181,12 @@ class RemoteClient:
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                raise ServerUnreachable(f"remote server {self.address}: cannot connect ({reason}); start one with "
+                                        f"`hil serve` or give the address of a running one") from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = sock
         return self._sock

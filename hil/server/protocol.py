@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import ServerError
+
 MAGIC = b"AGRM"  # "AGileNN ReMote"
 VERSION = 1
 HEADER = struct.Struct("<4sBBHII")  # magic, version, type, flags (request) / status (reply), request id, length
@@ -66,6 +68,13 @@ class Status(enum.IntEnum):
 _CLOSING = frozenset({Status.BAD_MAGIC, Status.BAD_VERSION, Status.TOO_LARGE, Status.TIMEOUT, Status.TRUNCATED})
 
 
+def type_name(code: int) -> str:
+    try:
+        return MsgType(code).name
+    except ValueError:
+        return f"type 0x{code:02x}"
+
+
 def status_name(code: int) -> str:
     try:
         return Status(code).name
@@ -73,7 +82,7 @@ def status_name(code: int) -> str:
         return f"status {code}"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ServerError, ValueError):
     """A frame that does not follow this protocol; `status` is what a server answers it with. `request_type`
     and `request_id` are the frame's when its header was read (so the error reply names the request)."""
 

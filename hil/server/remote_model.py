@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hil.errors import ModelError, ServerError
+
 if TYPE_CHECKING:
     import keras
 
@@ -42,15 +44,15 @@ log = logging.getLogger("hil.server")
 REMOTE_FILES = ("model.tflite", "agilenn.json", "remote.keras")
 
 
-class RemoteModelError(ValueError):
+class RemoteModelError(ModelError, ValueError):
     """The directory cannot be served (missing files, inconsistent agilenn.json and remote.keras)."""
 
 
-class CodeRangeError(ValueError):
+class CodeRangeError(ServerError, ValueError):
     """A code has no centroid (e.g. code 7 with 6 centroids): invalid payload content."""
 
 
-class ModelBusy(RuntimeError):
+class ModelBusy(ServerError, RuntimeError):
     """The model stayed busy with other requests for longer than the wait limit."""
 
 

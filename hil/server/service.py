@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from hil.errors import UsageError
 from hil.server import protocol as p
 from hil.server.remote_model import CodeRangeError, ModelBusy, RemoteModel
 
@@ -55,11 +56,11 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.max_body <= p.PROTOCOL_MAX_BODY:
-            raise ValueError(f"max_body must be 1..{p.PROTOCOL_MAX_BODY}")
+            raise UsageError(f"max_body must be 1..{p.PROTOCOL_MAX_BODY}")
         if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+            raise UsageError("max_connections must be at least 1")
         if min(self.idle_timeout_s, self.frame_timeout_s, self.send_timeout_s, self.model_wait_s) <= 0:
-            raise ValueError("timeouts must be positive")
+            raise UsageError("timeouts must be positive")
 
 
 @dataclass
@@ -87,7 +88,7 @@ class RemoteServer:
         for m in models:
             key = bytes.fromhex(m.spec.sha256)
             if key in self.models:
-                raise ValueError(f"{m.spec.directory} and {self.models[key].spec.directory} have the same "
+                raise UsageError(f"{m.spec.directory} and {self.models[key].spec.directory} have the same "
                                  "model.tflite; serve one of them")
             self.models[key] = m
         self._stats = ServerStats()

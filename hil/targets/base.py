@@ -25,6 +25,7 @@ from typing import IO, Protocol, runtime_checkable
 import serial
 
 from hil.crash import Symbolizer, symbolizer_for
+from hil.errors import DeviceError
 from hil.transport.client import DeviceClient
 from hil.transport.console import Console
 from hil.transport.link import POLL_S, Link, open_link
@@ -33,7 +34,7 @@ from hil.transport.link import POLL_S, Link, open_link
 PANIC_EXIT_STATUS = 62
 
 
-class TargetError(RuntimeError):
+class TargetError(DeviceError, RuntimeError):
     """The target could not be started, or it died."""
 
 
@@ -144,7 +145,7 @@ class _Spawner:
         done = threading.Event()
         jobs.put((fn, box, done))
         if not done.wait(SPAWN_TIMEOUT_S):
-            raise OSError(f"starting a child process took over {SPAWN_TIMEOUT_S:g} s")
+            raise TargetError(f"starting a child process took over {SPAWN_TIMEOUT_S:g} s")
         if isinstance(box[0], BaseException):
             raise box[0]
         return box[0]

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Self
 
+from hil.errors import UsageError
+
 # (kind, filters, kernel, stride); kind "conv" = Conv2D, "sep" = DepthwiseConv2D + 1x1 Conv2D; each is
 # followed by BatchNormalization and ReLU6 so the int8 export folds BN and fuses RELU6.
 ExtractorLayer = tuple[str, int, int, int]
@@ -65,7 +67,7 @@ CPU_EXTRACTOR: tuple[ExtractorLayer, ...] = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A TrainConfig value is out of range or inconsistent."""
 
 
@@ -433,6 +435,9 @@ class TrainConfig(BackboneConfig):
             warmup_epochs=3.0,
             label_smoothing=0.2,
             alpha_temperature=4.0,
+            # the reported skewness on at least 1,000 images the reference gets right: the second CPU run's
+            # reference was right on 836 of the first 1,000 (82%)
+            ig_eval_samples=1300,
         )
         return replace(base, **overrides)
 

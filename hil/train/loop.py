@@ -24,12 +24,13 @@ import keras
 import tensorflow as tf
 
 from hil.datasets import Dataset, TrainPipeline, load_dataset
+from hil.errors import ModelError
 
 # Config fields that may differ when resuming: they do not change what has been trained so far.
 RESUME_SAFE_FIELDS = frozenset({"notes", "extra", "eval_every", "eval_batch_size", "ig_eval_samples"})
 
 
-class RunDirError(RuntimeError):
+class RunDirError(ModelError, RuntimeError):
     """The run directory belongs to another configuration or data set."""
 
 

@@ -28,6 +28,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from hil.crash import Crash
+from hil.errors import DeviceError, UsageError
 from hil.transport.console import Console
 from hil.transport.frame import (
     LOAD_HEADER_SIZE,
@@ -120,7 +121,7 @@ class DeviceCrashed(LinkError):
         self.crash = crash
 
 
-class DeviceError(RuntimeError):
+class DeviceErrorReply(DeviceError, RuntimeError):
     """The device answered a request with ERROR."""
 
     def __init__(self, code: int, request_type: int, message: str, port: str) -> None:
@@ -135,7 +136,7 @@ class DeviceError(RuntimeError):
         return error_name(self.code)
 
 
-class InputMismatch(ValueError):
+class InputMismatch(UsageError):
     """Inputs given to `infer()`/`load_input()` do not match the tensors the device reported."""
 
 
@@ -259,7 +260,7 @@ class DeviceClient:
         return DeviceCrashed(message, crash)
 
     def request(self, type: int, payload: bytes = b"", *, timeout: float | None = None) -> Frame:
-        """Sends one request and returns its reply frame (type | 0x80). Raises DeviceError on ERROR,
+        """Sends one request and returns its reply frame (type | 0x80). Raises DeviceErrorReply on ERROR,
         LinkTimeout when no reply came after all retries."""
         return self._finish(self._start(type, payload, timeout))
 
@@ -337,7 +338,7 @@ class DeviceClient:
                 err = parse_error(event.payload)
                 if err.code == ErrorCode.BAD_CRC:
                     return "the device received it with a bad CRC", False
-                raise DeviceError(err.code, err.request_type, err.message, self.link.name)
+                raise DeviceErrorReply(err.code, err.request_type, err.message, self.link.name)
             if event.type != type_ | 0x80:
                 log.debug("%s: discarded %s with matching seq=%d", self.link.name, type_name(event.type), seq)
                 continue
@@ -389,7 +390,7 @@ class DeviceClient:
         the inputs (INPUT_CONSUMED_MESSAGE), loads the inputs last loaded again and repeats the request once."""
         try:
             return self._finish(out)
-        except DeviceError as exc:
+        except DeviceErrorReply as exc:
             info = self._require_info()
             if not (exc.code == ErrorCode.BAD_REQUEST and exc.message.startswith(INPUT_CONSUMED_MESSAGE)
                     and len(self._loaded) == len(info.inputs)):
@@ -534,7 +535,7 @@ class DeviceClient:
 
     def infer_offload(self, inputs: Sequence[np.ndarray] | None = None) -> OffloadResult:
         """Loads `inputs` (None: use what is loaded) and runs the AgileNN device step (INFER_OFFLOAD): the model,
-        then quantize + compress of the remote features. Raises DeviceError UNSUPPORTED when the firmware's
+        then quantize + compress of the remote features. Raises DeviceErrorReply UNSUPPORTED when the firmware's
         model has no offload config. An overflowing payload is reported (`overflow`), not raised."""
         info = self._require_info()
         if inputs is not None:

@@ -14,6 +14,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from hil.errors import DeviceError
+
 MAGIC = b"\xa5\x5a"
 HEADER_SIZE = 7  # magic(2) type seq length(2) header-check
 CRC_SIZE = 4
@@ -71,7 +73,7 @@ class DType(IntEnum):
 NUMPY_DTYPES: dict[int, np.dtype] = {DType.INT8: np.dtype(np.int8), DType.INT16: np.dtype("<i2")}
 
 
-class ProtocolError(ValueError):
+class ProtocolError(DeviceError, ValueError):
     """A well-formed frame whose payload does not match the protocol (wrong length, unknown dtype, ...)."""
 
 

@@ -13,12 +13,14 @@ from collections.abc import Callable
 
 import serial
 
+from hil.errors import DeviceError
+
 # pyserial's own read timeout: reads wait at most this long, so a Link deadline is honoured to within it
 # without reconfiguring the port (a tcsetattr) on every read.
 POLL_S = 0.05
 
 
-class LinkError(Exception):
+class LinkError(DeviceError):
     """The link failed: the port could not be opened, was closed, or an I/O error happened."""
 
 

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hil.errors import DeviceError
 from hil.firmware.flashimage.app import encode_app, encode_bootloader
 from hil.firmware.flashimage.espimage import FlashParams
 from hil.firmware.flashimage.identity import FirmwareIdentity, identity_of
@@ -33,7 +34,7 @@ DEFAULT_FLASH = FlashParams("dio", "80m", "8MB")  # the emulated ROM loader's de
 _MB = 1 << 20
 
 
-class FlashFilesError(RuntimeError):
+class FlashFilesError(DeviceError, RuntimeError):
     """The flash files cannot be made for this build (the message says why and what to do)."""
 
 

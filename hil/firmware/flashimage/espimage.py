@@ -20,6 +20,8 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
+from hil.errors import DeviceError, UsageError
+
 MAGIC = 0xE9
 CHIP_ID_ESP32S3 = 9
 WP_PIN_DISABLED = 0xEE
@@ -44,7 +46,7 @@ DRAM_BASE = 0x3FC88000
 MMU_PAGE = 0x10000  # flash-mapped segments keep (load address - file offset) a multiple of this
 
 
-class ImageFormatError(ValueError):
+class ImageFormatError(DeviceError, ValueError):
     """The bytes are not a complete, intact ESP image; the message says what is wrong (no location: the caller
     adds where the image was read from)."""
 
@@ -68,7 +70,7 @@ class FlashParams:
         for value, table, what in ((self.mode, FLASH_MODES, "mode"), (self.freq, FLASH_FREQUENCIES, "frequency"),
                                    (self.size, FLASH_SIZES, "size")):
             if value not in table:
-                raise ValueError(f"flash {what} {value!r}: expected one of {', '.join(table)}")
+                raise UsageError(f"flash {what} {value!r}: expected one of {', '.join(table)}")
 
     @property
     def mode_byte(self) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hil.errors import UsageError
 from hil.targets.base import TargetError
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def reset_mode(value: str | None, choices: tuple[str, ...], what: str) -> str | 
         return None
     spelled = value.strip().replace("_", "-")
     if spelled not in choices:
-        raise ValueError(f"{what} {value!r}: expected one of {', '.join(choices)}")
+        raise UsageError(f"{what} {value!r}: expected one of {', '.join(choices)}")
     return spelled
 
 
@@ -70,7 +71,7 @@ class FlashSettings:
         object.__setattr__(self, "before", reset_mode(self.before, BEFORE_CHOICES, "--before"))
         object.__setattr__(self, "after", reset_mode(self.after, AFTER_CHOICES, "--after"))
         if self.baud <= 0:
-            raise ValueError(f"flash baud rate {self.baud}: must be positive")
+            raise UsageError(f"flash baud rate {self.baud}: must be positive")
 
 
 @dataclass(frozen=True)

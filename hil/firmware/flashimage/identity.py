@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hil.errors import DeviceError
+
 BUILD_ID_RE = re.compile(rb"((?<![0-9A-Za-z])[a-z]{2,8}-[0-9a-f]{12} gcc-[0-9A-Za-z.+~_-]{1,20})\0")
 _INFO_RE = re.compile(r"hil_model_info_t\s+hil_model_info\s*=\s*\{")
 _STRING_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -22,7 +24,7 @@ _NUMBER_RE = re.compile(r"0[xX][0-9a-fA-F]+|\d+")
 HELLO_FIELD = 32  # HELLO carries the build id and the model name in 32-byte fields
 
 
-class IdentityError(ValueError):
+class IdentityError(DeviceError, ValueError):
     """The build id or the model cannot be read from the build."""
 
 

@@ -12,6 +12,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from hil.errors import DeviceError
+
 TABLE_OFFSET = 0x8000
 TABLE_BYTES = 0xC00
 ENTRY = struct.Struct("<2sBBII16sI")
@@ -24,7 +26,7 @@ SUBTYPE_DATA_OTA, SUBTYPE_PHY, SUBTYPE_NVS = 0x00, 0x01, 0x02
 APP_ALIGN = 0x10000
 
 
-class PartitionTableError(ValueError):
+class PartitionTableError(DeviceError, ValueError):
     """Not a valid partition table; the message says what is wrong (the caller adds where it was read)."""
 
 
