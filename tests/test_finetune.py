@@ -134,9 +134,9 @@ def test_finetune_again_returns_the_finished_record_without_training(tuned):
 
 
 def test_finetune_with_other_settings_is_refused(tuned):
-    from hil.export.finetune import FinetuneConfig, FinetuneError, finetune_remote
+    from hil.export.finetune import FinetuneConfig, FinetuneSettingsError, finetune_remote
 
-    with pytest.raises(FinetuneError, match="other settings"):
+    with pytest.raises(FinetuneSettingsError, match="other settings"):
         finetune_remote(tuned.run, FinetuneConfig(epochs=3, batch_size=16, lr=0.05), progress=False)
 
 
@@ -158,11 +158,11 @@ def test_export_refuses_a_remote_tuned_on_another_device_part(tuned, tmp_path):
 
 
 def test_finetune_config_rejects_bad_values():
-    from hil.export.finetune import FinetuneConfig, FinetuneError
+    from hil.export.finetune import FinetuneConfig, FinetuneSettingsError
 
-    with pytest.raises(FinetuneError, match="epochs"):
+    with pytest.raises(FinetuneSettingsError, match="epochs"):
         FinetuneConfig(epochs=0).validate()
-    with pytest.raises(FinetuneError, match="lr"):
+    with pytest.raises(FinetuneSettingsError, match="lr"):
         FinetuneConfig(lr=-1.0).validate()
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.errors import ModelError
+from hil.errors import ModelError, UsageError
 from hil.export.agilenn import (
     CALIBRATION_IMAGES,
     DeviceIO,
@@ -68,6 +68,10 @@ class FinetuneError(ModelError, ValueError):
     """The run directory cannot be fine-tuned (not finished, or fine-tuned against another device part)."""
 
 
+class FinetuneSettingsError(UsageError):
+    """Settings that cannot be used: out of range, or not the ones an earlier call on the run directory used."""
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     # Defaults: what made models/agilenn-cifar10's Remote NN (about 12 minutes on 2 shared cores).
@@ -95,7 +99,7 @@ class FinetuneConfig:
         if self.lr <= 0 or self.consistency < 0 or not 0 <= self.label_smoothing < 1:
             errors.append("lr must be > 0, consistency >= 0, label_smoothing in [0, 1)")
         if errors:
-            raise FinetuneError("; ".join(errors))
+            raise FinetuneSettingsError("; ".join(errors))
 
 
 @dataclass
@@ -216,7 +220,7 @@ def finetune_remote(
     record_path = run_dir / FINETUNE_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     if record is not None and record.get("config") != asdict(cfg):
-        raise FinetuneError(
+        raise FinetuneSettingsError(
             f"{record_path} was made with other settings {record.get('config')}; "
             f"remove {record_path}, {run_dir / CACHE_DIR} and restore {JOINT_REMOTE} to start over"
         )
