@@ -34,7 +34,7 @@ from hil.bench.offload import add_offload_subparser
 from hil.cli_bench import add_bench_parser
 from hil.cli_flash import add_flash_parsers
 from hil.cli_rom_loader import add_rom_loader_parser
-from hil.cli_runs import CommandRun, add_report_dir_option, add_run_parsers
+from hil.cli_runs import CommandRun, add_device_options, add_run_parsers
 from hil.cli_soak import add_soak_parser
 from hil.cli_train import add_train_parsers
 from hil.cli_types import positive_float, positive_int
@@ -47,18 +47,6 @@ from hil.targets.registry import MAKE_PORTS
 if TYPE_CHECKING:
     from hil.accuracy.job import AccuracyResult
 
-
-
-def _add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu") -> None:
-    p.add_argument("--target", choices=TARGETS, default=default_target, help="device to run on")
-    p.add_argument("--model", type=Path, default=None,
-                   help=f"model directory or .tflite (default: {paths.DEFAULT_MODEL.relative_to(paths.PROJECT_ROOT)})")
-    p.add_argument("--port", help="esp32s3: serial port or URL (socket://, rfc2217://)")
-    p.add_argument("--baud", type=positive_int, default=2_000_000, help="serial baud rate (esp32s3)")
-    p.add_argument("--fw", type=Path, help="prebuilt firmware (host/qemu binary, or ESP-IDF build dir)")
-    p.add_argument("--no-flash", action="store_true", help="esp32s3: do not flash, use what the board runs")
-    p.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to wait for each reply")
-    add_report_dir_option(p)
 
 
 def _options(args: argparse.Namespace, log_dir: Path | None = None) -> DutOptions:
@@ -186,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="run N inputs through the device and TFLite Micro; exit 0 only if bit-exact")
-    _add_device_options(p)
+    add_device_options(p)
     p.add_argument("--images", type=int, default=200, help="number of inputs to run")
     p.add_argument("--inputs", type=Path, help=".npy/.npz of int8 tensors or uint8 images (default: random)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -211,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("info", help="ask the device what it runs (HELLO)")
-    _add_device_options(p)
+    add_device_options(p)
     p.set_defaults(func=cmd_info)
 
     add_train_parsers(sub)  # hil train, export, finetune, models: hil/cli_train.py
@@ -245,7 +233,7 @@ def _add_measure_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("measure", help="latency, energy and power per inference through a power analyzer "
                                        "(the simulated N6705C unless --hil-visa names an instrument)")
-    _add_device_options(p)
+    add_device_options(p)
     p.add_argument("--images", type=int, default=20, help="inferences to measure")
     p.add_argument("--hil-visa", "--visa", dest="visa", metavar="RESOURCE",
                    help="VISA resource of the analyzer, e.g. TCPIP0::192.0.2.10::inst0::INSTR (default: simulated)")
@@ -412,7 +400,7 @@ def _add_accuracy_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("accuracy", help="AgileNN end to end: device offload step == host int8 on every image, "
                                         "remote logits from the server, accuracy and agreement with the float "
                                         "pipeline; exit 1 when the device differs from the host int8 execution")
-    _add_device_options(p)
+    add_device_options(p)
     p.add_argument("--images", type=_images_arg, default=None, metavar="N|all",
                    help="N: the first N images of the committed subset (fixtures/cifar10/, 500 images, all of "
                         "them by default), or the first N test images of --data (also when N > 500); all: the "

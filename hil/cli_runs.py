@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hil import paths
-from hil.cli_types import non_negative_int, positive_int
+from hil.cli_types import non_negative_int, positive_float, positive_int
 from hil.dut import TARGETS
 from hil.errors import EXIT_DEVICE, EXIT_FAILED, EXIT_USAGE, error_line, exit_code_for
 from hil.measure.measurement import Measurement
@@ -53,6 +53,20 @@ VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "incomplete": "bold y
 def add_report_dir_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-dir", type=Path, default=None,
                    help="where runs go: <DIR>/runs/<UTC time>-<target>-<model>/ (default: reports/)")
+
+
+def add_device_options(p: argparse.ArgumentParser, default_target: str = "qemu",
+                       timeout_help: str = "seconds to wait for each reply") -> None:
+    """The options every command that opens a device shares (hil check, info, measure, accuracy, soak)."""
+    p.add_argument("--target", choices=TARGETS, default=default_target, help="device to run on")
+    p.add_argument("--model", type=Path, default=None,
+                   help=f"model directory or .tflite (default: {paths.DEFAULT_MODEL.relative_to(paths.PROJECT_ROOT)})")
+    p.add_argument("--port", help="esp32s3: serial port or URL (socket://, rfc2217://)")
+    p.add_argument("--baud", type=positive_int, default=2_000_000, help="serial baud rate (esp32s3)")
+    p.add_argument("--fw", type=Path, help="prebuilt firmware (host/qemu binary, or ESP-IDF build dir)")
+    p.add_argument("--no-flash", action="store_true", help="esp32s3: do not flash, use what the board runs")
+    p.add_argument("--timeout", type=positive_float, default=10.0, help=timeout_help)
+    add_report_dir_option(p)
 
 
 def reports_of(args: argparse.Namespace) -> Path:

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from hil import paths
-from hil.cli_runs import CommandRun, add_report_dir_option
+from hil.cli_runs import CommandRun, add_device_options
 from hil.cli_types import non_negative_int, positive_float, positive_int
-from hil.dut import EMULATED_TARGETS, PROVENANCE, TARGETS, DutOptions
+from hil.dut import EMULATED_TARGETS, PROVENANCE, DutOptions
 from hil.errors import EXIT_FAILED
 from hil.measure.measurement import Measurement, Provenance
 from hil.progress import ProgressDisplay
@@ -52,15 +51,7 @@ def add_soak_parser(sub: argparse._SubParsersAction) -> None:
                        description="Runs N inferences with link faults injected beneath the protocol (--faults), "
                                    "compares every accepted result with a clean reference run of the same inputs, "
                                    "and journals every outcome as it is decided. The fault spec's " + ALLOWED + ".")
-    p.add_argument("--target", choices=TARGETS, default="qemu", help="device to run on (default qemu)")
-    p.add_argument("--model", type=Path, default=None,
-                   help=f"model directory or .tflite (default: {paths.display(paths.DEFAULT_MODEL)})")
-    p.add_argument("--port", help="esp32s3: serial port or URL (socket://, rfc2217://)")
-    p.add_argument("--baud", type=positive_int, default=2_000_000, help="serial baud rate (esp32s3)")
-    p.add_argument("--fw", type=Path, help="prebuilt firmware (host/qemu binary, or ESP-IDF build dir)")
-    p.add_argument("--no-flash", action="store_true", help="esp32s3: do not flash, use what the board runs")
-    p.add_argument("--timeout", type=positive_float, default=10.0,
-                   help="seconds to wait for each reply while the device starts (HELLO; default 10)")
+    add_device_options(p, timeout_help="seconds to wait for each reply while the device starts (HELLO; default 10)")
     p.add_argument("--inferences", type=positive_int, default=1000, help="inferences to run (default 1000)")
     p.add_argument("--faults", default="none", metavar="SPEC",
                    help="faults to inject, e.g. flip=0.01,drop=0.001,garbage=0.001,stall=0.0005,reset=0.0001,seed=7 "
@@ -87,7 +78,6 @@ def add_soak_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"compare with the clean reference an earlier soak saved ({REFERENCE_NAME} in its run "
                         f"directory) instead of a clean run now")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_report_dir_option(p)
     p.set_defaults(func=cmd_soak)
 
 
