@@ -128,3 +128,41 @@ def test_reference_refit_in_the_final_stage_and_on_a_finished_run(tmp_path):
     assert (run / "device.keras").read_bytes() == device_before  # nothing on the device changed
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["stage"] == "refit"
+
+
+@pytest.mark.timeout(300)
+def test_bfloat16_remote_trains_and_saves_a_float32_twin(tmp_path):
+    """remote_dtype="mixed_bfloat16" is a training speed-up only: the saved Remote NN and server model compute in
+    float32 with the trained weights, and give the trained (bfloat16) network's logits to bfloat16 precision."""
+    import keras
+
+    from hil.train.config import ConfigError
+    from hil.train.layers import load_trained
+    from hil.train.trainer import train
+
+    with pytest.raises(ConfigError, match="remote_dtype"):
+        tiny_config("x.npz", remote_kind="mobilenetv2", remote_dtype="mixed_bfloat16")
+    with pytest.raises(ConfigError, match="remote_plain_depth"):
+        tiny_config("x.npz", remote_plain_depth=0)
+    data = synthetic_dataset(128, 64, seed=3)
+    cfg = tiny_config("x.npz", ref_epochs=0, channel_preprocess=False, joint_epochs=1, steps_per_epoch=None,
+                      batch_size=32, remote_dtype="mixed_bfloat16", remote_plain_depth=2, eval_batch_size=32)
+    assert train(cfg, tmp_path / "run", progress=False, data=data).complete
+    loaded = load_trained(tmp_path / "run")
+    convs = [layer for layer in loaded.remote.layers if isinstance(layer, keras.layers.Conv2D)]
+    # one conv in the first stage, two in each pooled one
+    assert len(convs) == 1 + 2 * (len(cfg.remote_plain_widths) - 1)
+    assert {layer.compute_dtype for layer in loaded.remote.layers} == {"float32"}
+    server = keras.models.load_model(tmp_path / "run" / "server.keras")
+    assert {layer.compute_dtype for layer in server.layers} <= {"float32"}
+    rng = np.random.default_rng(0)
+    codes = loaded.quantizer(rng.uniform(0, 6, (8, cfg.feature_size, cfg.feature_size, cfg.remote_channels))
+                             .astype("float32"), training=False)
+    f32 = loaded.remote(codes, training=False).numpy()
+    from hil.train.layers import build_remote_for
+
+    mixed = build_remote_for(cfg, cfg.feature_size, cfg.remote_channels)
+    mixed.set_weights(loaded.remote.get_weights())
+    bf16 = mixed(codes, training=False).numpy()
+    assert f32.dtype == np.float32 and not np.array_equal(f32, bf16)
+    np.testing.assert_allclose(f32, bf16, atol=0.05 * float(np.abs(f32).max()) + 1e-3)

@@ -52,6 +52,7 @@ DEFAULT_REMOTE_BLOCKS: tuple[RemoteBlock, ...] = (
 IG_RULES = ("midpoint", "trapezoid")
 EXTRACTOR_KINDS = ("conv", "sep")
 REMOTE_KINDS = ("mobilenetv2", "plain")
+REMOTE_DTYPES = ("float32", "mixed_bfloat16")
 REFERENCE_KINDS = ("vgg", "pooled")
 LOCAL_KINDS = ("gap", "conv")
 
@@ -184,6 +185,11 @@ class TrainConfig(BackboneConfig):
     # CPU a plain network does ~5x the MACs per second of MobileNetV2's depthwise blocks (training-notes.md).
     remote_kind: str = "mobilenetv2"
     remote_plain_widths: tuple[int, ...] = (64, 128, 256)
+    # 3x3 convs per pooled stage of the plain Remote NN (airbench uses 2; 1 was the first CPU recipe's)
+    remote_plain_depth: int = 1
+    # Keras dtype policy of the plain Remote NN while training: "mixed_bfloat16" runs its convolutions in
+    # bfloat16 (~1.35x the images/s of float32 on a 2-core AVX512-BF16 CPU); runs save a float32 copy.
+    remote_dtype: str = "float32"
     # "vgg": build_reference at the feature map's size; "pooled": a reference_pool x reference_pool average
     # pool first, which makes IG inside the loss ~4x cheaper.
     reference_kind: str = "vgg"
@@ -355,6 +361,12 @@ class TrainConfig(BackboneConfig):
                 errors.append(f"{name} {getattr(self, name)!r} not in {kinds}")
         if not self.remote_plain_widths or min(self.remote_plain_widths) < 1:
             errors.append(f"remote_plain_widths {self.remote_plain_widths} must be positive widths")
+        if self.remote_plain_depth < 1:
+            errors.append(f"remote_plain_depth {self.remote_plain_depth} must be >= 1")
+        if self.remote_dtype not in REMOTE_DTYPES:
+            errors.append(f"remote_dtype {self.remote_dtype!r} not in {REMOTE_DTYPES}")
+        elif self.remote_dtype != "float32" and self.remote_kind != "plain":
+            errors.append(f"remote_dtype {self.remote_dtype!r} needs remote_kind 'plain'")
         if self.reference_pool < 1 or self.feature_size % self.reference_pool if self.extractor else False:
             errors.append(f"reference_pool {self.reference_pool} must be >= 1 and divide the feature map")
         if self.local_kind == "conv" and self.local_hidden < 1:

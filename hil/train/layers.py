@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,27 +158,47 @@ def build_remote(
     return keras.Model(inputs, outputs, name="remote_nn")
 
 
-def build_remote_plain(feature_size: int, channels: int, num_classes: int, widths: Sequence[int]) -> keras.Model:
+def build_remote_plain(feature_size: int, channels: int, num_classes: int, widths: Sequence[int],
+                       depth: int = 1, dtype: str = "float32") -> keras.Model:
     """Airbench-style plain Remote NN: a 3x3 conv of widths[0], then per further width a 3x3 conv and a 2x2
-    max-pool, BN + ReLU after every conv, global max-pool, Dense. Float, runs on the server."""
+    max-pool, and `depth` - 1 more 3x3 convs at that width; BN + ReLU after every conv, global max-pool, Dense.
+    `dtype` is a Keras dtype policy for training speed ("mixed_bfloat16": bfloat16 compute on float32
+    weights); the logits are float32 either way, and what a run saves is a float32 copy (float32_twin)."""
     inputs = keras.Input((feature_size, feature_size, channels), name="remote_channels")
     x = inputs
     for i, width in enumerate(widths):
-        x = layers.Conv2D(int(width), 3, padding="same", use_bias=False, name=f"p{i}_conv")(x)
+        x = layers.Conv2D(int(width), 3, padding="same", use_bias=False, name=f"p{i}_conv", dtype=dtype)(x)
         if i > 0:
-            x = layers.MaxPooling2D(2, name=f"p{i}_pool")(x)
-        x = _bn(name=f"p{i}_bn")(x)
-        x = layers.ReLU(name=f"p{i}_relu")(x)
-    x = layers.GlobalMaxPooling2D(name="p_gmp")(x)
-    outputs = layers.Dense(num_classes, name="p_logits")(x)
+            x = layers.MaxPooling2D(2, name=f"p{i}_pool", dtype=dtype)(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"p{i}_bn", dtype=dtype)(x)
+        x = layers.ReLU(name=f"p{i}_relu", dtype=dtype)(x)
+        for j in range(1, depth if i > 0 else 1):
+            x = layers.Conv2D(int(width), 3, padding="same", use_bias=False, name=f"p{i}_conv{j}", dtype=dtype)(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"p{i}_bn{j}", dtype=dtype)(x)
+            x = layers.ReLU(name=f"p{i}_relu{j}", dtype=dtype)(x)
+    x = layers.GlobalMaxPooling2D(name="p_gmp", dtype=dtype)(x)
+    outputs = layers.Dense(num_classes, name="p_logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="remote_nn")
+
+
+def float32_twin(config: TrainConfig, remote: keras.Model, feature_size: int, channels: int) -> keras.Model:
+    """The Remote NN with float32 compute and `remote`'s weights: what is saved, served and exported, so that a
+    run trained with remote_dtype="mixed_bfloat16" gives the same files as a float32 one. `remote` itself when it
+    already computes in float32."""
+    if getattr(config, "remote_dtype", "float32") == "float32":
+        return remote
+    twin = build_remote_plain(feature_size, channels, config.num_classes, config.remote_plain_widths,
+                              config.remote_plain_depth, "float32")
+    twin.set_weights(remote.get_weights())
+    return twin
 
 
 def build_remote_for(config: TrainConfig, feature_size: int, channels: int) -> keras.Model:
     """The Remote NN `config.remote_kind` names (TrainConfig and BaselineConfig both read the mobilenetv2
     fields; only TrainConfig has remote_kind)."""
     if getattr(config, "remote_kind", "mobilenetv2") == "plain":
-        return build_remote_plain(feature_size, channels, config.num_classes, config.remote_plain_widths)
+        return build_remote_plain(feature_size, channels, config.num_classes, config.remote_plain_widths,
+                                  getattr(config, "remote_plain_depth", 1), getattr(config, "remote_dtype", "float32"))
     return build_remote(
         feature_size,
         channels,
@@ -352,12 +372,14 @@ class TrainedAgileNN:
             "server": run_dir / "server.keras",
             "metadata": run_dir / "agilenn.json",
         }
-        self.extractor.save(paths["extractor"])
-        self.reference.save(paths["reference"])
-        self.local.save(paths["local"])
-        self.remote.save(paths["remote"])
-        device_keras_model(self).save(paths["device"])
-        remote_keras_model(self).save(paths["server"])
+        cfg = self.config
+        saved = replace(self, remote=float32_twin(cfg, self.remote, cfg.feature_size, cfg.remote_channels))
+        saved.extractor.save(paths["extractor"])
+        saved.reference.save(paths["reference"])
+        saved.local.save(paths["local"])
+        saved.remote.save(paths["remote"])
+        device_keras_model(saved).save(paths["device"])
+        remote_keras_model(saved).save(paths["server"])
         meta = self.metadata() | {"config": self.config.to_dict()}
         paths["metadata"].write_text(json.dumps(meta, indent=2) + "\n")
         return paths
