@@ -16,7 +16,7 @@ from hil.train.config import ConfigError, TrainConfig
 
 COMPILER_OPS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "ADD",
-    "STRIDED_SLICE", "PAD", "RESHAPE",
+    "STRIDED_SLICE", "PAD", "RESHAPE", "MUL",
 }  # fmt: skip
 N_TRAIN, N_TEST = 64, 24
 
@@ -72,6 +72,12 @@ def test_from_agilenn_copies_the_backbone_and_data():
     cfg = BaselineConfig.from_agilenn("partition", agilenn)
     assert (cfg.remote_width, cfg.dataset, cfg.lr, cfg.extractor) == (0.75, "x.npz", 0.05, (("conv", 16, 3, 2),))
     assert cfg.epochs == BaselineConfig.cpu("partition").epochs
+    recipe = TrainConfig.cpu(remote_plain_depth=2, remote_dtype="mixed_bfloat16")
+    plain = BaselineConfig.from_agilenn("full_local", recipe)
+    assert (plain.remote_kind, plain.remote_plain_widths, plain.remote_plain_depth, plain.remote_dtype) == (
+        "plain", (64, 128, 256), 2, "mixed_bfloat16")
+    with pytest.raises(ConfigError, match="remote_dtype"):
+        BaselineConfig.cpu("partition", remote_dtype="mixed_bfloat16")
     assert BaselineConfig.from_agilenn("encoder", TrainConfig.gpu()).preset == "gpu"
 
 
@@ -172,7 +178,11 @@ def exported(tmp_path_factory):
     dataset = write_npz(root)
     out = {}
     for kind in KINDS:
-        cfg = tiny_config(kind, dataset)
+        # full_local on the CPU recipe's plain Remote NN, trained in bfloat16: its float32 copy converts to int8
+        # and runs on the C core (the global max-pool as MAX_POOL_2D + RESHAPE)
+        plain = {"remote_kind": "plain", "remote_plain_widths": (8, 16, 16), "remote_plain_depth": 2,
+                 "remote_dtype": "mixed_bfloat16"}
+        cfg = tiny_config(kind, dataset, **(plain if kind == "full_local" else {}))
         run = root / f"run-{kind}"
         calls = []
         if kind == "encoder":

@@ -14,6 +14,8 @@ from hil.train.config import (
     DEFAULT_DATASET,
     DEFAULT_EXTRACTOR,
     DEFAULT_REMOTE_BLOCKS,
+    REMOTE_DTYPES,
+    REMOTE_KINDS,
     BackboneConfig,
     ConfigError,
     ExtractorLayer,
@@ -52,6 +54,12 @@ class BaselineConfig(BackboneConfig):
     remote_blocks: tuple[RemoteBlock, ...] = DEFAULT_REMOTE_BLOCKS
     remote_stem: int = 32
     remote_head: int = 1280
+    # "mobilenetv2" (remote_width/blocks/stem/head) or "plain" (remote_plain_*; the CPU recipe's Remote NN):
+    # the same fields as TrainConfig, so from_agilenn gives a baseline the AgileNN run's back end.
+    remote_kind: str = "mobilenetv2"
+    remote_plain_widths: tuple[int, ...] = (64, 128, 256)
+    remote_plain_depth: int = 1
+    remote_dtype: str = "float32"
     # --- encoder: learned quantizer of the code (as AgileNN's) ---
     centroids: int = 8
     quant_sigma: float = 1.0
@@ -112,6 +120,12 @@ class BaselineConfig(BackboneConfig):
                 errors.append(f"{name} must be >= 1")
         if self.remote_width <= 0:
             errors.append("remote_width must be positive")
+        if self.remote_kind not in REMOTE_KINDS:
+            errors.append(f"remote_kind {self.remote_kind!r} not in {REMOTE_KINDS}")
+        if not self.remote_plain_widths or min(self.remote_plain_widths) < 1 or self.remote_plain_depth < 1:
+            errors.append("remote_plain_widths and remote_plain_depth must be positive")
+        if self.remote_dtype not in REMOTE_DTYPES or (self.remote_dtype != "float32" and self.remote_kind != "plain"):
+            errors.append(f"remote_dtype {self.remote_dtype!r}: float32, or mixed_bfloat16 with remote_kind 'plain'")
         if not 0.0 <= self.label_smoothing < 1.0:
             errors.append(f"label_smoothing {self.label_smoothing} not in [0, 1)")
         if errors:

@@ -1,7 +1,8 @@
 """The comparison baselines of AgileNN, trained with the same data pipeline, optimizer and schedule conventions.
 
-All four share one backbone: the AgileNN extractor (`extractor`, stride 4, ReLU6 features in [0, 6]) followed
-by AgileNN's Remote NN (MobileNetV2 stages, `remote_*`). Only where the network is cut and what crosses the
+All four share one backbone: the AgileNN extractor (`extractor`, ReLU6 features in [0, 6]) followed by
+AgileNN's Remote NN (`remote_kind`: MobileNetV2 stages or the CPU recipe's plain convolutions; `hil baseline
+train --from-agilenn RUN` takes both from an AgileNN run). Only where the network is cut and what crosses the
 link differ, so accuracy differences come from the split and the compression, not from model capacity:
 
 - full_local (MCUNet-style): the whole backbone int8 on the device; nothing is sent (payload 0).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,14 @@ import tensorflow as tf
 from hil.datasets import Dataset, eval_pipeline
 from hil.train.baseline_config import CPU_EPOCHS, FORMAT, GPU_EPOCHS, KINDS, SPLIT_BITS, BaselineConfig
 from hil.train.config import ConfigError
-from hil.train.layers import FEATURE_MAX, SoftToHardQuantizer, build_extractor, build_remote, count_params
+from hil.train.layers import (
+    FEATURE_MAX,
+    SoftToHardQuantizer,
+    build_extractor,
+    build_remote_for,
+    count_params,
+    float32_twin,
+)
 from hil.train.loop import EpochRunner, Sessions, finished_fields, now, prepare_run
 from hil.train.trainer import _correct, make_optimizer, smoothed_ce
 
@@ -67,9 +75,7 @@ class BaselineModel:
         fs, c = config.feature_size, config.feature_channels
         if front.output_shape[1:] != (fs, fs, c):
             raise ValueError(f"extractor output {front.output_shape[1:]} != expected {(fs, fs, c)}")
-        back = build_remote(
-            fs, c, config.num_classes, config.remote_width, config.remote_blocks, config.remote_stem, config.remote_head
-        )
+        back = build_remote_for(config, fs, c)
         quantizer = None
         if config.kind == "encoder":
             quantizer = SoftToHardQuantizer(config.centroids, config.quant_sigma, config.quant_ste, name="quantizer")
@@ -158,9 +164,12 @@ class BaselineModel:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         out = {"front": run_dir / "front.keras", "back": run_dir / "back.keras"}
-        self.front.save(out["front"])
-        self.back.save(out["back"])
-        device, server = self.device_model(), self.server_model()
+        cfg = self.config
+        # float32 files whatever the training precision (remote_dtype): the converter and the server get those
+        saved = replace(self, back=float32_twin(cfg, self.back, cfg.feature_size, cfg.feature_channels))
+        saved.front.save(out["front"])
+        saved.back.save(out["back"])
+        device, server = saved.device_model(), saved.server_model()
         if device is not None:
             out["device"] = run_dir / "device.keras"
             device.save(out["device"])
@@ -168,7 +177,7 @@ class BaselineModel:
             out["server"] = run_dir / "server.keras"
             server.save(out["server"])
         out["metadata"] = run_dir / "baseline.json"
-        out["metadata"].write_text(json.dumps(self.metadata(), indent=2) + "\n")
+        out["metadata"].write_text(json.dumps(saved.metadata(), indent=2) + "\n")
         return out
 
 

@@ -87,11 +87,13 @@ class BackboneConfig:
     input_size: int
     extractor: tuple[ExtractorLayer, ...]
     remote_blocks: tuple[RemoteBlock, ...]
+    remote_plain_widths: tuple[int, ...]
 
     def __post_init__(self) -> None:
         # JSON gives lists; normalize to tuples so equality and hashing of the frozen dataclass hold.
         object.__setattr__(self, "extractor", tuple(tuple(layer) for layer in self.extractor))
         object.__setattr__(self, "remote_blocks", tuple(tuple(b) for b in self.remote_blocks))
+        object.__setattr__(self, "remote_plain_widths", tuple(int(w) for w in self.remote_plain_widths))
         self.validate()
 
     def validate(self) -> None:
@@ -299,7 +301,6 @@ class TrainConfig(BackboneConfig):
     def __post_init__(self) -> None:
         schedule = tuple((int(epoch), float(lam)) for epoch, lam in self.lam_schedule)  # JSON gives lists
         object.__setattr__(self, "lam_schedule", schedule)
-        object.__setattr__(self, "remote_plain_widths", tuple(int(w) for w in self.remote_plain_widths))
         super().__post_init__()
 
     def lam_at(self, joint_epoch: int) -> float:

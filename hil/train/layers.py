@@ -23,7 +23,7 @@ from keras import layers
 # The custom layers live in hil.agilenn.layers (the server and the accuracy job load saved parts without the
 # training code); re-exported here for the code and the tests that build models with them.
 from hil.agilenn.layers import FEATURE_MAX, PACKAGE, Alpha, ChannelSlice, SoftToHardQuantizer  # noqa: F401
-from hil.train.config import ExtractorLayer, RemoteBlock, TrainConfig
+from hil.train.config import BackboneConfig, ExtractorLayer, RemoteBlock, TrainConfig
 
 
 def _relu6(name: str) -> layers.Layer:
@@ -176,12 +176,15 @@ def build_remote_plain(feature_size: int, channels: int, num_classes: int, width
             x = layers.Conv2D(int(width), 3, padding="same", use_bias=False, name=f"p{i}_conv{j}", dtype=dtype)(x)
             x = layers.BatchNormalization(momentum=0.9, name=f"p{i}_bn{j}", dtype=dtype)(x)
             x = layers.ReLU(name=f"p{i}_relu{j}", dtype=dtype)(x)
-    x = layers.GlobalMaxPooling2D(name="p_gmp", dtype=dtype)(x)
+    # The global max-pool as a max-pool over the whole map and a reshape: the same numbers, and ops the device's
+    # C core has (TFLite converts GlobalMaxPooling2D to REDUCE_MAX), so a full-local baseline runs on the device.
+    x = layers.MaxPooling2D(tuple(int(d) for d in x.shape[1:3]), name="p_gmp", dtype=dtype)(x)
+    x = layers.Flatten(name="p_flat", dtype=dtype)(x)
     outputs = layers.Dense(num_classes, name="p_logits", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="remote_nn")
 
 
-def float32_twin(config: TrainConfig, remote: keras.Model, feature_size: int, channels: int) -> keras.Model:
+def float32_twin(config: BackboneConfig, remote: keras.Model, feature_size: int, channels: int) -> keras.Model:
     """The Remote NN with float32 compute and `remote`'s weights: what is saved, served and exported, so that a
     run trained with remote_dtype="mixed_bfloat16" gives the same files as a float32 one. `remote` itself when it
     already computes in float32."""
