@@ -68,18 +68,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("hil export: --activations int16 re-quantizes an existing export: export the run first, then "
               "hil export --from-model models/NAME --activations int16 --out models/NAME-a16", file=sys.stderr)
         return EXIT_USAGE
-    limits = None
-    if args.limits is not None:
-        import json
-
-        try:
-            limits = json.loads(args.limits.read_text())
-        except (OSError, ValueError) as exc:
-            print(f"hil export: --limits {args.limits}: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        if not isinstance(limits, dict):
-            print(f"hil export: --limits {args.limits} must hold a JSON object", file=sys.stderr)
-            return EXIT_USAGE
+    limits = _read_limits(args)
+    if isinstance(limits, int):
+        return limits
     out = Path(args.out)
     card = export_agilenn(Path(args.run_dir), out, name=args.name or out.name, test_limit=args.test_limit,
                           limits=limits, limits_source=None if args.limits is None else args.limits.as_posix())
@@ -92,6 +83,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_limits(args: argparse.Namespace) -> dict | None | int:
+    """--limits FILE.json as a dict (None without it), or EXIT_USAGE after saying what is wrong with it."""
+    import json
+
+    if args.limits is None:
+        return None
+    try:
+        limits = json.loads(args.limits.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"hil export: --limits {args.limits}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(limits, dict):
+        print(f"hil export: --limits {args.limits} must hold a JSON object", file=sys.stderr)
+        return EXIT_USAGE
+    return limits
+
+
 def _export_16x8(args: argparse.Namespace) -> int:
     import json
 
@@ -102,9 +110,9 @@ def _export_16x8(args: argparse.Namespace) -> int:
         print("hil export: --from-model re-quantizes an export's device part; only --activations int16 is "
               "implemented (the int8 device part is what `hil export --run-dir` writes)", file=sys.stderr)
         return EXIT_USAGE
-    if args.limits is not None:
-        print("hil export: --limits belongs to a training run's export (--run-dir)", file=sys.stderr)
-        return EXIT_USAGE
+    limits = _read_limits(args)
+    if isinstance(limits, int):
+        return limits
     source = Path(args.from_model)
     card_path = source / "card.json"
     if not card_path.is_file():
@@ -116,7 +124,8 @@ def _export_16x8(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     dataset = load_dataset(spec, allow_download=False)
     out = Path(args.out)
-    card = export_agilenn_16x8(source, out, dataset, name=args.name, test_limit=args.test_limit)
+    card = export_agilenn_16x8(source, out, dataset, name=args.name, test_limit=args.test_limit, limits=limits,
+                               limits_source=None if args.limits is None else args.limits.as_posix())
     acc, dev = card["accuracy"], card["device"]
     lo, hi = acc["combined_int8_ci95"]
     print(f"{out}: combined 16x8 {acc['combined_int8']:.4f} (95% CI {lo:.4f}..{hi:.4f}) on {acc['samples']} test "

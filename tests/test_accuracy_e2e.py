@@ -360,6 +360,30 @@ def test_16x8_export_keeps_the_float_network_and_maps_int16_values_to_codes(tiny
 
 
 @pytest.mark.tf
+def test_16x8_export_carries_the_sources_finetune_record_and_takes_limits(tiny, tiny16, tmp_path, capsys):
+    """The 16x8 card is a model's only card when the 16x8 part is the one committed: it keeps the source's
+    server_finetune and limits, and --limits FILE replaces them (and is named in the export command)."""
+    assert "server_finetune" in tiny16.card and tiny16.card["server_finetune"] == tiny.card.get("server_finetune")
+    assert "limits" not in tiny16.card
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    out = tmp_path / "a16-limits"
+    assert main(["export", "--from-model", str(tiny.model), "--activations", "int16", "--out", str(out),
+                 "--data", str(tiny.npz), "--limits", str(bad)]) == 2
+    assert "must hold a JSON object" in capsys.readouterr().err and not out.exists()
+    limits = {"targets_missed": "combined below 88%", "what_limited_it": ["tiny synthetic data"],
+              "next_steps": "more data"}
+    good = tmp_path / "limits.json"
+    good.write_text(json.dumps(limits))
+    assert main(["export", "--from-model", str(tiny.model), "--activations", "int16", "--out", str(out),
+                 "--data", str(tiny.npz), "--limits", str(good)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["limits"] == limits and card["export"]["command"].endswith(f"--limits {good.as_posix()}")
+    readme = (out / "README.md").read_text()
+    assert "## What limited it" in readme and "- tiny synthetic data" in readme
+
+
+@pytest.mark.tf
 @pytest.mark.parametrize("target", TARGETS)
 def test_16x8_accuracy_command_device_equals_host(tiny16, target, reports, capsys):
     """The firmware's int16 path (16x8 kernels, int16 -> code runs, compression) equals TFLite Micro on the

@@ -17,7 +17,7 @@ def test_each_shipped_bench_loads(name: str) -> None:
     bench = load_bench(BENCHES / f"{name}.yaml")
     assert bench.name == name
     assert bench.target in KNOWN_TARGETS
-    assert bench.model_dir == paths.DEFAULT_MODEL  # relative to the bench file, not to the working directory
+    assert bench.model_dir == paths.SYNTHETIC_MODEL  # relative to the bench file, not to the working directory
 
 
 def test_shipped_benches_are_all_tested() -> None:

@@ -219,11 +219,12 @@ def test_pipelined_load_input_then_empty_infer_digest(host_dut):
 
 def test_hil_check_defaults_to_the_digest_and_has_full_outputs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(paths, "REPORTS", tmp_path / "reports")
-    assert main(["check", "--target", "host", "--images", "5", "--quiet"]) == 0
+    assert main(["check", "--target", "host", "--model", str(paths.SYNTHETIC_MODEL), "--images", "5", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip().splitlines()[-1] == "bit-exact 5/5 on host"
     assert "digest mode: 27,698 bytes on the wire per inference (inputs 27,648)" in captured.err
-    assert main(["check", "--target", "host", "--images", "5", "--quiet", "--full-outputs"]) == 0
+    assert main(["check", "--target", "host", "--model", str(paths.SYNTHETIC_MODEL), "--images", "5", "--quiet",
+                 "--full-outputs"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip().splitlines()[-1] == "bit-exact 5/5 on host"
     assert "full mode: " in captured.err

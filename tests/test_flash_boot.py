@@ -167,7 +167,7 @@ def test_header_flash_fields_match_esptools_tables() -> None:
 
 
 def test_model_identity_of_every_form_of_hil_model_c() -> None:
-    assert model_of(paths.DEFAULT_MODEL) == ("synthetic-extractor", resolve_model(paths.DEFAULT_MODEL).sha256)
+    assert model_of(paths.SYNTHETIC_MODEL) == ("synthetic-extractor", resolve_model(paths.SYNTHETIC_MODEL).sha256)
     assert model_of(IDENTITY_MODEL) == ("identity", bytes(range(32)).hex())  # positional initializer
     assert model_of(paths.DEVICE_FW / "tests" / "models" / "crash") == ("crash", "00" * 32)  # {0}
 

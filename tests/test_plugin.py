@@ -2,6 +2,8 @@
 
 import pytest
 
+from hil import paths
+
 INNER_TESTS = """
 import numpy as np
 
@@ -22,8 +24,10 @@ def test_second(dut, hil_options):
 @pytest.mark.timeout(120)
 def test_dut_is_session_scoped_and_each_test_gets_a_log(pytester):
     pytester.makepyfile(test_inner=INNER_TESTS)
-    result = pytester.runpytest("--hil-target", "host", "--hil-report-dir", str(pytester.path / "out"), "-p",
-                                "no:cacheprovider")
+    # the synthetic model by name (int8 input, the run's name), whatever the default is; --hil-model=DIR in one
+    # word, so that pytest does not take the path into its rootdir search
+    result = pytester.runpytest("--hil-target", "host", f"--hil-model={paths.SYNTHETIC_MODEL}", "--hil-report-dir",
+                                str(pytester.path / "out"), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     run = (pytester.path / "out" / "latest").resolve()  # the session's run directory, reports/runs/<run>
     assert run.parent.name == "runs" and run.name.endswith("-host-synthetic-extractor")

@@ -248,8 +248,9 @@ def test_compare_runs_reference_and_history_commands(tmp_path, capsys):
 def test_hil_run_killed_mid_suite_leaves_a_journal_that_hil_report_rebuilds(tmp_path):
     reports = tmp_path / "reports"
     # So many images that the bit-exact test is still running when the process group is killed.
-    cmd = [sys.executable, "-m", "hil.cli", "run", "--target", "host", "--images", "1000000",
-           "--report-dir", str(reports), "--", "-k", "test_device or test_measure", "-p", "no:randomly"]
+    cmd = [sys.executable, "-m", "hil.cli", "run", "--target", "host", "--model", str(paths.SYNTHETIC_MODEL),
+           "--images", "1000000", "--report-dir", str(reports), "--", "-k", "test_device or test_measure", "-p",
+           "no:randomly"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

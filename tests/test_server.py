@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hil import paths
 from hil.server import protocol as p
 from hil.server.client import RemoteClient, RemoteError, parse_address
 
@@ -692,7 +693,7 @@ def test_remote_model_fixture_in_process_and_external(pytester, server, tiny, co
 @pytest.mark.timeout(60)
 def test_remote_model_fixture_skips_without_a_remote_model(pytester):
     pytester.makepyfile(test_inner="def test_remote(remote_model):\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")  # the default synthetic model
+    result = pytester.runpytest(f"--hil-model={paths.SYNTHETIC_MODEL}", "-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*has no remote model (lacks agilenn.json, remote.keras)*"])
 
@@ -710,7 +711,8 @@ def test_malformed_hil_server_is_a_usage_error(pytester):
 def test_external_server_without_the_sessions_model_fails_clearly(pytester, server):
     host, port = server.address
     pytester.makepyfile(test_inner="def test_remote(remote_model):\n    pass\n")
-    result = pytester.runpytest("--hil-server", f"{host}:{port}", "-p", "no:cacheprovider")
+    result = pytester.runpytest(f"--hil-model={paths.SYNTHETIC_MODEL}", "--hil-server", f"{host}:{port}", "-p",
+                                "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*does not serve synthetic-extractor*it serves tiny*tiny5*"])
 

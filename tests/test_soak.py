@@ -90,9 +90,9 @@ def test_host_soak_with_every_fault_kind_loses_nothing(tiny, reports, capsys):
 
 @pytest.mark.timeout(300)
 def test_inputs_go_in_chunks_where_one_frame_of_them_seldom_gets_through(reports, capsys):
-    # The default model's 27,648-byte input at 1e-4 flips per byte: a whole request passes 6% of the time.
-    rc = main(["soak", "--target", "host", "--inferences", "40", "--quiet", "--faults",
-               "flip=1e-4,drop=1e-5,garbage=1e-5,seed=4"])
+    # The synthetic model's 27,648-byte input at 1e-4 flips per byte: a whole request passes 6% of the time.
+    rc = main(["soak", "--target", "host", "--model", str(paths.SYNTHETIC_MODEL), "--inferences", "40", "--quiet",
+               "--faults", "flip=1e-4,drop=1e-5,garbage=1e-5,seed=4"])
     out = capsys.readouterr()
     assert re.search(r"inputs in LOAD_INPUT chunks of \d+ bytes", out.err)
     done, wrong, lost, _, _ = (int(g) for g in _last_line(out.out).groups())
@@ -105,8 +105,8 @@ def test_qemu_soak(reports, capsys):
     status = toolchain_status("qemu")
     if not status.ok:
         pytest.skip(f"cannot build/run the qemu firmware: {status}")
-    rc = main(["soak", "--target", "qemu", "--inferences", "150", "--quiet", "--faults",
-               "flip=2e-5,drop=2e-6,garbage=5e-6,stall=0.01,reset=0.02,stall_s=0.15,seed=3"])
+    rc = main(["soak", "--target", "qemu", "--model", str(paths.SYNTHETIC_MODEL), "--inferences", "150", "--quiet",
+               "--faults", "flip=2e-5,drop=2e-6,garbage=5e-6,stall=0.01,reset=0.02,stall_s=0.15,seed=3"])
     out = capsys.readouterr()
     done, wrong, lost, _, restarts = (int(g) for g in _last_line(out.out).groups())
     assert (done, wrong, lost, rc) == (150, 0, 0, 0), out.err[-3000:]
@@ -194,8 +194,9 @@ def test_inferences_over_a_faulty_link(dut, hil_options):
 @pytest.mark.timeout(200)
 def test_the_plugin_injects_faults_with_hil_faults(pytester):
     pytester.makepyfile(test_inner=PLUGIN_TEST)
-    result = pytester.runpytest("--hil-target", "host", "--hil-faults", "flip=2e-5,seed=1", "--hil-report-dir",
-                                str(pytester.path / "out"), "-p", "no:cacheprovider")
+    result = pytester.runpytest("--hil-target", "host", f"--hil-model={paths.SYNTHETIC_MODEL}", "--hil-faults",
+                                "flip=2e-5,seed=1", "--hil-report-dir", str(pytester.path / "out"), "-p",
+                                "no:cacheprovider")
     result.assert_outcomes(passed=1)
 
 

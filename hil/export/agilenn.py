@@ -722,7 +722,7 @@ The int8 device part ran on {acc["int8_runtime"]}.
 Training: {tr["preset"]} preset, {tr["epochs"]["reference"]} reference + {tr["epochs"]["joint"]} joint epochs,
 {tr["compute_seconds"] / 3600:.2f} h of logged compute ({hours:.2f} h wall) on {"; ".join(tr["hardware"])}.
 
-{_finetune_section(card.get("server_finetune"))}{_limits_section(card.get("limits"))}
+{finetune_section(card.get("server_finetune"))}{limits_section(card.get("limits"))}
 Regenerate: `hil export --run-dir {card["source_run"]} --out models/{card["name"]}{
         f" --limits {limits_source}" if limits_source else ""}`.
 """
@@ -736,7 +736,7 @@ def _skewness_basis(card: dict[str, Any]) -> str:
             f"predicts correctly (right on {pct(ref)} of all test images, given the final features)")
 
 
-def _finetune_section(ft: dict[str, Any] | None) -> str:
+def finetune_section(ft: dict[str, Any] | None) -> str:
     if not ft:
         return ""
     b, a, cfg = ft["before"], ft["after"], ft["config"]
@@ -772,7 +772,7 @@ def _finetune_section(ft: dict[str, Any] | None) -> str:
 {table}"""
 
 
-def _limits_section(limits: dict[str, Any] | None) -> str:
+def limits_section(limits: dict[str, Any] | None) -> str:
     if not limits:
         return ""
     causes = "\n".join(f"- {c}" for c in limits.get("what_limited_it", []))

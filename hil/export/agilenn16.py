@@ -27,6 +27,8 @@ from hil.export.agilenn import (
     EVAL_BATCH,
     OUTPUT_NAMES,
     calibration_images,
+    finetune_section,
+    limits_section,
     model_input,
     order_outputs_by_shape,
 )
@@ -82,8 +84,12 @@ def export_agilenn_16x8(
     calibration_count: int | None = None,
     seed: int | None = None,
     test_limit: int | None = None,
+    limits: dict[str, Any] | None = None,
+    limits_source: str | None = None,
 ) -> dict[str, Any]:
-    """Writes the 16x8 re-export of the AgileNN export `source` into out_dir; returns its card."""
+    """Writes the 16x8 re-export of the AgileNN export `source` into out_dir; returns its card. The card carries
+    the source's `server_finetune` (how its float network was made) and `limits` (what kept it from its targets;
+    `limits` replaces them, as `hil export --limits` does for a run)."""
     import keras
 
     # Registers the custom layers device_float.keras holds; imported here, not at the top, because it imports
@@ -228,8 +234,13 @@ def export_agilenn_16x8(
             "outputs": agilenn["outputs"],
         },
         "export": {"at": exported_at(), "calibration_images": count, "seed": seed, "command": (
-            f"hil export --from-model {display_path(source)} --activations int16 --out {display_path(out_dir)}")},
+            f"hil export --from-model {display_path(source)} --activations int16 --out {display_path(out_dir)}"
+            + (f" --limits {limits_source}" if limits_source else ""))},
+        "server_finetune": src_card.get("server_finetune"),
     }  # fmt: skip
+    limits = limits or src_card.get("limits")
+    if limits:
+        card["limits"] = limits
     return write_card(out_dir, card, _readme(card, src_card), EXPORT_FILES, laps)
 
 
@@ -262,4 +273,4 @@ The device input is int16 (scale {card['device']['input']['scale']:.6g}, zero po
 each uint8 image as `floor(u / 255 / scale + 0.5)`, and the input is twice the bytes of the int8 model's.
 Skewness {card['skewness']:.3f} is the float network's (measured at the source's export). Runtime of the
 evaluation: {a['int8_runtime']}.
-"""
+{finetune_section(card.get("server_finetune"))}{limits_section(card.get("limits"))}"""

@@ -56,14 +56,16 @@ REMOTE_DTYPES = ("float32", "mixed_bfloat16")
 REFERENCE_KINDS = ("vgg", "pooled")
 LOCAL_KINDS = ("gap", "conv")
 
-# The CPU recipe's backbone: 32x32x3 -> 16x16x24 -> 16x16x48 -> 16x16x16. A stride-2 map keeps the detail a
-# plain-convolution Remote NN turns into accuracy (a 2-core probe of this family reached 88.7% in 36 epochs
-# with 24 channels), and 16 channels (3 local, 13 remote) keep the payload within 1 KB: 16*16*13 = 3,328 codes,
-# at the ~2.2-2.3 bits per code the trained quantizer's entropy comes to, ~930 bytes after the device's static
-# Huffman coder, against 3,072 bytes of raw image.
+# The CPU recipe's backbone: 32x32x3 -> 16x16x32 -> 16x16x64 -> 16x16x64 -> 16x16x16. A stride-2 map keeps the
+# detail a plain-convolution Remote NN turns into accuracy (a 2-core probe of this family reached 88.7% in 36
+# epochs with 24 channels), and 16 channels (3 local, 13 remote) keep the payload within 1 KB: 16*16*13 = 3,328
+# codes, at the ~1.9-2.2 bits per code the rate term holds the hard code entropy to, 780-920 bytes after the
+# device's static Huffman coder, against 3,072 bytes of raw image. The second separable layer (64 -> 64) was
+# added for the second CPU run: the first run's 24/48/16 extractor left the reference at 78.6%.
 CPU_EXTRACTOR: tuple[ExtractorLayer, ...] = (
-    ("conv", 24, 3, 2),
-    ("sep", 48, 3, 1),
+    ("conv", 32, 3, 2),
+    ("sep", 64, 3, 1),
+    ("sep", 64, 3, 1),
     ("sep", 16, 3, 1),
 )
 
@@ -405,43 +407,49 @@ class TrainConfig(BackboneConfig):
     # --- presets ---
     @classmethod
     def cpu(cls, **overrides: Any) -> TrainConfig:
-        """The CPU recipe: a full CIFAR-10 run in about 100-120 minutes on a 2-core machine (budget 150).
+        """The CPU recipe: a full CIFAR-10 run in about 90-110 minutes on a 2-core machine (budget 150).
 
         Set here rather than as the fields' defaults, so that run directories written by earlier recipes
-        resume with the values they started with. What it does, and why (training-notes.md has the probes):
+        resume with the values they started with. What it does, and why (training-notes.md has the probes;
+        docs/training-runs/ has the full runs):
         - a stride-2 extractor to 16x16x16 (CPU_EXTRACTOR), 3 channels on the device, 13 sent;
-        - a plain-convolution Remote NN (64/128/256), ~5x the CPU throughput of MobileNetV2 per MAC;
-        - the reference co-trained every step on the detached features, 2x2-pooled and 48 wide, with 4-point
+        - a plain-convolution Remote NN (64/128/256, two 3x3 convs in each pooled stage), ~5x the CPU throughput
+          of MobileNetV2 per MAC, trained in bfloat16 (remote_dtype; ~1.35x float32 on AVX512-BF16, saved float32);
+        - the reference co-trained every step on the detached features, 2x2-pooled and 64 wide, with 4-point
           IG on a quarter of each batch (~1.2x a plain step), instead of a frozen reference that ended up
           right on 21.5% of the final features;
         - the reference refitted alone for 4 epochs on the final features before the skewness is measured;
-        - lam 1 for three epochs (the reference learns before it is asked what matters), then 0.7;
+        - lam 1 for three epochs (the reference learns before it is asked what matters), then 0.7; rho 0.78
+          (0.85 gave a measured skewness of 0.87, far above the 0.75 asked, at a cost in accuracy);
         - a Local NN of two 3x3 convolutions, with CE on the local and remote predictions (aux_weight 0.3);
-        - centroids ordered at least 0.15 apart and the code entropy held between 1.8 and 2.2 bits, so the payload
-          stays within 1 KB and the remote channels are not silenced to meet the skewness target;
-        - batch 512, SGD Nesterov peak lr 0.4, 30 epochs, label smoothing 0.2.
+        - centroids ordered at least 0.3 apart (0.15 left the busiest ones where int8 rounding flips codes) and
+          the soft code entropy held between 2.4 and 2.8 bits from epoch 4: the hard entropy, ~0.4-0.5 bits below
+          the soft one, then lands near 2 bits, so the payload uses its 1 KB budget without passing it;
+        - batch 512, SGD Nesterov peak lr 0.4, 32 epochs, label smoothing 0.2.
         """
         base = cls(
             extractor=CPU_EXTRACTOR,
             local_kind="conv",
             local_hidden=32,
             remote_kind="plain",
+            remote_plain_depth=2,
+            remote_dtype="mixed_bfloat16",
             reference_kind="pooled",
-            reference_width=48,
+            reference_width=64,
             reference_cotrain=True,
             reference_refit_epochs=4,
             ref_epochs=0,
             channel_preprocess=False,
-            joint_epochs=30,
+            joint_epochs=32,
             ig_train_images=128,
             lam=0.7,
             lam_schedule=((1, 1.0), (4, 0.7)),
-            rho=0.85,
+            rho=0.78,
             aux_weight=0.3,
-            quant_min_gap=0.15,
+            quant_min_gap=0.3,
             rate_weight=1.0,
-            rate_target_bits=2.2,
-            rate_floor_bits=1.8,
+            rate_target_bits=2.8,
+            rate_floor_bits=2.4,
             rate_from_epoch=4,
             batch_size=512,
             lr=0.4,
