@@ -20,7 +20,7 @@ def test_default_model_bit_exact_on_200_images(target, tmp_path):
     model = resolve_model(paths.DEFAULT_MODEL)
     reference = TflmReference(model.tflite_bytes)
     with open_dut(model, DutOptions(target=target, log_dir=tmp_path)) as dut:
-        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point) for t in dut.info.inputs]
+        specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point, t.dtype) for t in dut.info.inputs]
         result = run_check(dut, reference, random_inputs(specs, IMAGES, seed=7), IMAGES)
     assert result.images == IMAGES
     assert result.mismatches == []
@@ -34,7 +34,7 @@ def test_qemu_cycle_counts_repeat_between_runs(tmp_path):
     runs = []
     for _ in range(2):
         with open_dut(model, DutOptions(target="qemu", log_dir=tmp_path)) as dut:
-            specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point) for t in dut.info.inputs]
+            specs = [InputSpec(tuple(t.shape), t.scale, t.zero_point, t.dtype) for t in dut.info.inputs]
             runs.append([dut.infer(x).cycles for x in random_inputs(specs, 3, seed=1)])
     assert all(c > 0 for c in runs[0])
     assert runs[0] == runs[1]
