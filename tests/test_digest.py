@@ -1,6 +1,7 @@
 """The digest mode of the bit-exact check (INFER_DIGEST, device_fw/PROTOCOL.md): a CRC-32 per output instead of the
 outputs, the input inside the request, the reference running while the device computes; outputs read back only
-when a digest differs. On the real firmware (host and QEMU builds) with the synthetic model and the 16x8 model.
+when a digest differs. On the real firmware (host and QEMU builds) with the synthetic model and the trained
+16x8 AgileNN.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from hil.transport.frame import (
 
 pytestmark = pytest.mark.timeout(120)
 
-A16 = paths.MODELS / "agilenn-cifar10-a16"
+A16 = paths.MODELS / "agilenn-cifar10"  # its device part is 16x8
 DEVICES = [
     ("host", paths.SYNTHETIC_MODEL),
     ("host", A16),

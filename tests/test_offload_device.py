@@ -304,13 +304,14 @@ def test_generator_writes_huffman_lengths_only_when_the_model_has_them(models: S
     assert "    .huffman_lengths = huffman_lengths,\n" in with_lengths
 
 
-@pytest.mark.parametrize("name", ["agilenn-cifar10", "agilenn-cifar10-a16"])
-def test_committed_models_offload_c_is_unchanged(name: str) -> None:
-    """The committed exports have no Huffman lengths: regenerating their hil_offload.c gives the same file."""
-    d = paths.MODELS / name
-    if not (d / "hil_offload.c").is_file():
-        pytest.skip(f"{d} is not committed here")
+def test_committed_model_offload_c_is_unchanged() -> None:
+    """Regenerating the committed AgileNN export's hil_offload.c gives the same file, its static Huffman code
+    (payload mode 2) included."""
+    d = paths.MODELS / "agilenn-cifar10"
     meta = json.loads((d / "agilenn.json").read_text())
     summary = json.loads((d / "model.json").read_text())
-    assert "huffman_code_lengths" not in meta
-    assert offload_c_source(meta, summary) == (d / "hil_offload.c").read_text()
+    lengths = meta["huffman_code_lengths"]
+    assert len(lengths) == 2 ** meta["bits_per_value"] and sum(2.0 ** -n for n in lengths) == 1.0  # complete code
+    source = offload_c_source(meta, summary)
+    assert source == (d / "hil_offload.c").read_text()
+    assert f"huffman_lengths[{len(lengths)}] = {{{', '.join(map(str, lengths))}}};" in source

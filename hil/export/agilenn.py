@@ -37,6 +37,7 @@ from hil.export.common import (
     ExportError,
     FinishedRun,
     Laps,
+    byte_exact_accuracy,
     card_head,
     check_out_dir,
     convert_int8,
@@ -455,6 +456,10 @@ def export_agilenn(
         "int8_runtime": tflm_runtime(int8.images_per_s),
         "float_runtime": f"TensorFlow {tf_version()}, Keras {version('keras')}",
     }
+    exact = byte_exact_accuracy(dataset.exact_test, np.argmax(srv["combined"], -1), np.argmax(flt["combined"], -1),
+                                y_test)
+    if exact is not None:
+        accuracy["byte_exact"] = exact
 
     # --- agilenn.json: everything the device and the server need besides the two models ---
     k, c = cfg.k, cfg.feature_channels

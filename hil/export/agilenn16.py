@@ -35,6 +35,7 @@ from hil.export.agilenn import (
 from hil.export.common import (
     ExportError,
     Laps,
+    byte_exact_accuracy,
     convert_int8,
     display_path,
     exported_at,
@@ -189,6 +190,9 @@ def export_agilenn_16x8(
         "int8_runtime": tflm_runtime(n / seconds if seconds > 0 else float("inf")),
         "note": "int8 in these keys means the quantized device part, which here is 16x8",
     }
+    exact = byte_exact_accuracy(dataset.exact_test, np.argmax(combined, -1), float_pred, y_test)
+    if exact is not None:
+        accuracy["byte_exact"] = exact
     hist = np.bincount(codes.reshape(-1), minlength=len(centroids))
     # This device part's own codes through the device's encoder (the source's Huffman lengths, if any).
     sizes = np.array([len(encode_payload(cs.reshape(-1), int(meta["bits_per_value"]),

@@ -257,3 +257,28 @@ def write_card(out_dir: Path, card: dict[str, Any], readme: str, export_files: I
     card["export"]["seconds"] = laps.seconds
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return load_card(out_dir)
+
+
+def byte_exact_accuracy(exact_test: np.ndarray | None, device_pred: np.ndarray, float_pred: np.ndarray,
+                        labels: np.ndarray) -> dict[str, Any] | None:
+    """The combined accuracy on the evaluated test images that are byte-exact CIFAR-10 (Dataset.exact_test):
+    the figure to compare the committed 500-image subset with, since that subset is drawn from them and the
+    JPEG re-encoded rest is a few points harder. None when the data set marks no such images."""
+    from hil.stats import wilson_interval
+
+    if exact_test is None:
+        return None
+    mask = np.asarray(exact_test[: len(labels)], bool)
+    n = int(mask.sum())
+    if n == 0:
+        return None
+    correct = int(np.sum(device_pred[mask] == labels[mask]))
+    return {
+        "samples": n,
+        "combined_int8": correct / n,
+        "combined_int8_ci95": list(wilson_interval(correct, n)),
+        "combined_float": float(np.mean(float_pred[mask] == labels[mask])),
+        "what": "the test images the data set marks byte-exact (exact_test), from which the committed "
+        "500-image subset is drawn",
+    }
+
