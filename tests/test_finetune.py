@@ -64,7 +64,7 @@ def test_finetune_without_snapping_leaves_the_device_part_byte_identical(tuned):
 def test_finetune_snaps_the_device_weights_and_keeps_the_joint_ones(tuned):
     snap = tuned.record["weights_snap"]
     assert [row["name"] for row in snap["layers"]] == [
-        "e0_conv", "e1_dw", "e1_pw", "e2_dw", "e2_pw", "l0_conv", "l1_conv", "l_logits"]
+        "e0_conv", "e1_dw", "e1_pw", "e2_dw", "e2_pw", "e3_dw", "e3_pw", "l0_conv", "l1_conv", "l_logits"]
     assert all(row["max_change_steps"] <= 0.5 for row in snap["layers"])
     assert snap["before_snap"]["samples"] == tuned.record["before"]["samples"] == 32
     assert (tuned.run / "extractor.joint.keras").read_bytes() == tuned.joint_extractor
@@ -72,7 +72,7 @@ def test_finetune_snaps_the_device_weights_and_keeps_the_joint_ones(tuned):
     assert _sha(tuned.root / "before" / "model.tflite") != _sha(tuned.root / "after" / "model.tflite")
     assert tuned.record["device_tflite_sha256"] == _sha(tuned.root / "after" / "model.tflite")
     readme = (tuned.root / "after" / "README.md").read_text()
-    assert "put the device part's weights on the int8 grid (8 kernels" in readme
+    assert "put the device part's weights on the int8 grid (10 kernels" in readme
     assert "| on 32 test images | joint-trained | weights on the int8 grid | Remote NN fine-tuned |" in readme
 
 

@@ -318,10 +318,18 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
     assert meta["k"] == cfg.k and len(meta["centroids"]) == 8 and 0 < meta["alpha"] < 1
     assert json.loads((run / "result.json").read_text())["evaluation"] == ev
 
-    # The saved parts reload into the same function.
+    # The saved parts reload into the same function: that of the trained network with its Remote NN computing in
+    # float32 (the preset trains the Remote NN in bfloat16 and saves its float32 twin; test_train_recipe.py
+    # checks the twin against the bfloat16 network).
+    from dataclasses import replace
+
+    from hil.train.layers import float32_twin
+
     loaded = load_trained(run)
     x = _images()
-    expected = final.trained.forward(x, training=False)
+    trained = final.trained
+    trained = replace(trained, remote=float32_twin(cfg, trained.remote, cfg.feature_size, cfg.remote_channels))
+    expected = trained.forward(x, training=False)
     got = loaded.forward(x, training=False)
     for key in ("local", "remote", "combined"):
         np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=1e-4)
@@ -343,14 +351,15 @@ def test_training_end_to_end_with_checkpoint_resume(tmp_path):
 def test_device_footprint_of_the_default_extractor_by_hand(tiny_trained):
     from hil.train.evaluate import device_footprint
 
-    # extractor conv 24 / separable 48 / separable 16, then the Local NN on k = 3 channels: 3x3 conv of 4,
-    # stride-2 3x3 conv of 8, GAP, Dense 10
-    kernels = 3 * 3 * 3 * 24 + (9 * 24 + 24 * 48) + (9 * 48 + 48 * 16) + 9 * 3 * 4 + 9 * 4 * 8 + 8 * 10
-    biases = 4 * (24 + (24 + 48) + (48 + 16) + 4 + 8 + 10)  # BN folded: one int32 per output channel
+    # extractor conv 32 / separable 64 / separable 64 / separable 16, then the Local NN on k = 3 channels: 3x3
+    # conv of 4, stride-2 3x3 conv of 8, GAP, Dense 10
+    kernels = (3 * 3 * 3 * 32 + (9 * 32 + 32 * 64) + (9 * 64 + 64 * 64) + (9 * 64 + 64 * 16)
+               + 9 * 3 * 4 + 9 * 4 * 8 + 8 * 10)
+    biases = 4 * (32 + (32 + 64) + (64 + 64) + (64 + 16) + 4 + 8 + 10)  # BN folded: one int32 per output channel
     footprint = device_footprint(tiny_trained)
     assert footprint["weight_bytes"] == kernels + biases
-    # the largest in + out: the second separable layer's depthwise conv, 48 channels in and out at 16x16
-    assert footprint["arena_bytes"] == 16 * 16 * 48 + 16 * 16 * 48
+    # the largest in + out: a depthwise conv of the separable 64 layers, 64 channels in and out at 16x16
+    assert footprint["arena_bytes"] == 16 * 16 * 64 + 16 * 16 * 64
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ def test_co_trained_reference_and_local_head_learn_on_their_own(tmp_path):
     from hil.train.trainer import train
 
     data = synthetic_dataset(512, 200, seed=5)
-    cfg = tiny_config("x.npz", ref_epochs=0, channel_preprocess=False, joint_epochs=6, steps_per_epoch=None,
+    cfg = tiny_config("x.npz", ref_epochs=0, channel_preprocess=False, joint_epochs=8, steps_per_epoch=None,
                       batch_size=64, lr=0.05, lam_schedule=((1, 1.0), (3, 0.8)), eval_batch_size=100)
     assert cfg.reference_cotrain and cfg.aux_weight > 0
     result = train(cfg, tmp_path / "run", progress=False, data=data)

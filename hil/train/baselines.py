@@ -214,7 +214,7 @@ class BaselineResult:
     evaluation: dict[str, Any] | None  # {"samples", "top1_float"} once complete
     provenance: str
     seconds: float  # wall time of this call
-    artifacts: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # part -> file name in the run directory
 
 
 class _BaselineRunner(EpochRunner):
@@ -331,7 +331,7 @@ def train_baseline(
     # final: the float test accuracy as trained, the deployable parts, result.json.
     top1, n = runner.test_accuracy()
     evaluation = {"samples": n, "top1_float": top1, "payload_bits": config.payload_bits}
-    artifacts = {name: str(p) for name, p in model.save(run_dir).items()}
+    artifacts = {name: p.name for name, p in model.save(run_dir).items()}  # in the run directory
     runner.finish(sessions, evaluation, artifacts, kind=kind)
     state["stage"], state["epoch"] = "done", config.epochs
     runner.save(state)

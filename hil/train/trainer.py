@@ -62,7 +62,7 @@ class TrainResult:
     evaluation: dict[str, Any] | None  # evaluate(...).to_dict() once complete
     provenance: str
     seconds: float  # wall time of this call
-    artifacts: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # part -> file name in the run directory
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int, epochs: int) -> keras.optimizers.Optimizer:
@@ -401,7 +401,7 @@ def train(
             if config.reference_refit_epochs > 0:
                 head["reference_refit"] = refit_reference(trained, dataset, config.reference_refit_epochs)
             evaluation = evaluate(trained, dataset.x_test, dataset.y_test)
-            artifacts = {name: str(p) for name, p in trained.save(run_dir).items()}
+            artifacts = {name: p.name for name, p in trained.save(run_dir).items()}  # in the run directory
             runner.finish(sessions, evaluation.to_dict(), artifacts, **head)
             complete = True
         else:
