@@ -30,6 +30,31 @@
 void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 4, 5)));
 
+/* ---- the harnesses' input reader: little-endian fields out of the fuzz input, 0 past its end ---- */
+
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    size_t pos;
+} fz_reader_t;
+
+static inline uint8_t fz_rd_u8(fz_reader_t *r)
+{
+    return r->pos < r->n ? r->p[r->pos++] : 0u;
+}
+
+static inline uint16_t fz_rd_u16(fz_reader_t *r)
+{
+    uint16_t lo = fz_rd_u8(r);
+    return (uint16_t)(lo | (fz_rd_u8(r) << 8));
+}
+
+static inline uint32_t fz_rd_u32(fz_reader_t *r)
+{
+    uint32_t lo = fz_rd_u16(r);
+    return lo | ((uint32_t)fz_rd_u16(r) << 16);
+}
+
 /* ---- the fuzz port ---- */
 
 typedef struct {

@@ -76,29 +76,6 @@ static int trace; /* FUZZ_TRACE set: one line per request on stderr (what a seed
 
 /* ---- reading the fuzz input ---- */
 
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-    size_t pos;
-} reader_t;
-
-static uint8_t rd_u8(reader_t *r)
-{
-    return r->pos < r->n ? r->p[r->pos++] : 0u;
-}
-
-static uint16_t rd_u16(reader_t *r)
-{
-    uint16_t lo = rd_u8(r);
-    return (uint16_t)(lo | (rd_u8(r) << 8));
-}
-
-static uint32_t rd_u32(reader_t *r)
-{
-    uint32_t lo = rd_u16(r);
-    return lo | ((uint32_t)rd_u16(r) << 16);
-}
-
 static uint32_t le32(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -190,20 +167,20 @@ static void put_u32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
-static void build_record(reader_t *r)
+static void build_record(fz_reader_t *r)
 {
     static const uint8_t types[7] = {HIL_T_HELLO,       HIL_T_ECHO,          HIL_T_LOAD_INPUT,  HIL_T_INFER,
                                      HIL_T_READ_OUTPUT, HIL_T_INFER_OFFLOAD, HIL_T_INFER_DIGEST};
-    uint8_t op = rd_u8(r);
-    uint8_t seq = rd_u8(r);
+    uint8_t op = fz_rd_u8(r);
+    uint8_t seq = fz_rd_u8(r);
     uint8_t kind = op & 7u;
     uint8_t form = (op >> 3) & 3u;
-    uint8_t type = kind < 7u ? types[kind] : rd_u8(r);
+    uint8_t type = kind < 7u ? types[kind] : fz_rd_u8(r);
     uint8_t *p;
     size_t n, avail;
 
     if (form == 1u) { /* raw */
-        n = rd_u16(r);
+        n = fz_rd_u16(r);
         avail = r->n - r->pos;
         n = n < avail ? n : avail;
         p = add_frame(type, seq, n);
@@ -213,33 +190,33 @@ static void build_record(reader_t *r)
     } else if (form == 2u) { /* pattern */
         uint8_t pat;
         uint32_t seed;
-        n = rd_u16(r);
+        n = fz_rd_u16(r);
         /* Mostly short (each byte costs time); bit 15 picks a length at most 7 below rx_max, for its bounds. */
         n = (n & 0x8000u) ? HIL_RX_MAX - (n & 7u) : (n & 0x0FFFu);
-        pat = rd_u8(r);
-        seed = rd_u32(r);
+        pat = fz_rd_u8(r);
+        seed = fz_rd_u32(r);
         p = add_frame(type, seq, n);
         fz_pattern(p, requests[n_requests - 1u].length, pat, seed);
     } else if (type == HIL_T_ECHO) {
         if (form == 0u) {
-            n = rd_u8(r);
+            n = fz_rd_u8(r);
             avail = r->n - r->pos;
             n = n < avail ? n : avail;
             p = add_frame(type, seq, n);
             memcpy(p, r->p + r->pos, n);
             r->pos += n;
         } else {
-            uint8_t pat = rd_u8(r);
-            uint32_t seed = rd_u32(r);
+            uint8_t pat = fz_rd_u8(r);
+            uint32_t seed = fz_rd_u32(r);
             p = add_frame(type, seq, HIL_RX_MAX);
             fz_pattern(p, HIL_RX_MAX, pat, seed);
         }
     } else if (type == HIL_T_LOAD_INPUT && kind == 2u) {
-        uint8_t index = rd_u8(r);
-        uint32_t offset = form == 3u ? rd_u32(r) : rd_u16(r);
-        uint16_t count = rd_u16(r);
-        uint8_t pat = rd_u8(r);
-        uint32_t seed = rd_u32(r);
+        uint8_t index = fz_rd_u8(r);
+        uint32_t offset = form == 3u ? fz_rd_u32(r) : fz_rd_u16(r);
+        uint16_t count = fz_rd_u16(r);
+        uint8_t pat = fz_rd_u8(r);
+        uint32_t seed = fz_rd_u32(r);
         /* As for pattern payloads: up to 2047 bytes, or (bit 15) the most a request can carry, less 0..7. */
         count = (uint16_t)((count & 0x8000u) ? HIL_RX_MAX - 5u - (count & 7u) : (count & 0x07FFu));
         p = add_frame(type, seq, 5u + (size_t)count);
@@ -247,17 +224,17 @@ static void build_record(reader_t *r)
         put_u32(p + 1, offset);
         fz_pattern(p + 5, requests[n_requests - 1u].length - 5u, pat, seed);
     } else if (type == HIL_T_READ_OUTPUT && kind == 4u) {
-        uint8_t index = rd_u8(r);
-        uint32_t offset = form == 3u ? rd_u32(r) : rd_u16(r);
-        uint16_t count = rd_u16(r);
+        uint8_t index = fz_rd_u8(r);
+        uint32_t offset = form == 3u ? fz_rd_u32(r) : fz_rd_u16(r);
+        uint16_t count = fz_rd_u16(r);
         p = add_frame(type, seq, 7u);
         p[0] = index;
         put_u32(p + 1, offset);
         p[5] = (uint8_t)count;
         p[6] = (uint8_t)(count >> 8);
     } else if (type == HIL_T_INFER_DIGEST && form == 3u) {
-        uint8_t pat = rd_u8(r);
-        uint32_t seed = rd_u32(r);
+        uint8_t pat = fz_rd_u8(r);
+        uint32_t seed = fz_rd_u32(r);
         n = total_input_bytes();
         p = add_frame(type, seq, n);
         fz_pattern(p, requests[n_requests - 1u].length, pat, seed);
@@ -671,7 +648,7 @@ static void setup_once(void)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const hil_model_info_t *mi = &hil_model_info;
-    reader_t r;
+    fz_reader_t r;
     fz_input_t in;
     uint32_t i;
     int rc;
@@ -686,7 +663,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mi->inputs_consumed) {
         /* The firmware remembers across runs that its inputs were consumed; a LOAD_INPUT of nothing forgets it. */
         static const uint8_t empty_load[] = {2u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u};
-        reader_t pre = {empty_load, sizeof empty_load, 0};
+        fz_reader_t pre = {empty_load, sizeof empty_load, 0};
         build_record(&pre);
     }
     while (r.pos < r.n && n_requests < 256u) {

@@ -33,23 +33,6 @@
 #define FUZZ_PLANTED_BUG 0
 #endif
 
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-    size_t pos;
-} reader_t;
-
-static uint8_t rd_u8(reader_t *r)
-{
-    return r->pos < r->n ? r->p[r->pos++] : 0u;
-}
-
-static uint16_t rd_u16(reader_t *r)
-{
-    uint16_t lo = rd_u8(r);
-    return (uint16_t)(lo | (rd_u8(r) << 8));
-}
-
 /* Lengthens the shortest codes until the Kraft sum is at most 1 (all 15 bits always fits 256 symbols). */
 static void repair_lengths(uint8_t *lengths, uint32_t alphabet)
 {
@@ -73,12 +56,12 @@ static void repair_lengths(uint8_t *lengths, uint32_t alphabet)
     }
 }
 
-static void check_int16(reader_t *r, uint32_t bits, int8_t **values_out, uint32_t *n_out)
+static void check_int16(fz_reader_t *r, uint32_t bits, int8_t **values_out, uint32_t *n_out)
 {
     const uint32_t alphabet = 1u << bits;
     int16_t starts[256];
     uint8_t run_codes[256];
-    uint32_t n_runs = 1u + rd_u8(r) % alphabet;
+    uint32_t n_runs = 1u + fz_rd_u8(r) % alphabet;
     uint32_t i, j, n;
     int16_t *values;
     int8_t *codes;
@@ -86,7 +69,7 @@ static void check_int16(reader_t *r, uint32_t bits, int8_t **values_out, uint32_
     /* Ascending starts, the first -32768, as hil.offload.codegen writes them. */
     starts[0] = INT16_MIN;
     for (i = 1; i < n_runs; i++) {
-        int16_t s = (int16_t)rd_u16(r);
+        int16_t s = (int16_t)fz_rd_u16(r);
         starts[i] = s;
     }
     for (i = 1; i < n_runs; i++) { /* insertion sort of starts[1..] */
@@ -103,14 +86,14 @@ static void check_int16(reader_t *r, uint32_t bits, int8_t **values_out, uint32_
     }
     n_runs = j;
     for (i = 0; i < n_runs; i++) {
-        run_codes[i] = (uint8_t)(rd_u8(r) & (alphabet - 1u));
+        run_codes[i] = (uint8_t)(fz_rd_u8(r) & (alphabet - 1u));
     }
     n = (uint32_t)((r->n - r->pos) / 2u);
     values = malloc((size_t)n * sizeof *values + 1u);
     codes = malloc((size_t)n + 1u);
     FZ_CHECK(values != NULL && codes != NULL, "out of memory");
     for (i = 0; i < n; i++) {
-        values[i] = (int16_t)rd_u16(r);
+        values[i] = (int16_t)fz_rd_u16(r);
     }
     hil_offload_codes_from_int16(values, n, starts, run_codes, n_runs, codes);
     for (i = 0; i < n; i++) {
@@ -130,7 +113,7 @@ static void check_int16(reader_t *r, uint32_t bits, int8_t **values_out, uint32_
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    reader_t r;
+    fz_reader_t r;
     uint8_t b0, flags;
     uint32_t bits, alphabet, mask, n, i, capacity = 0, bound, len = 0, len2 = 0, mode = 99;
     int bits_ok, args_ok, have_capacity;
@@ -145,20 +128,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r.p = data;
     r.n = size;
     r.pos = 0;
-    b0 = rd_u8(&r);
-    flags = rd_u8(&r);
+    b0 = fz_rd_u8(&r);
+    flags = fz_rd_u8(&r);
     bits = (b0 & 0x40u) ? (b0 & 0x0Fu) : 1u + (b0 & 7u);
     bits_ok = bits >= 1u && bits <= 8u;
     alphabet = bits_ok ? 1u << bits : 1u;
     mask = alphabet - 1u;
     have_capacity = (flags & 0x10u) != 0u;
     if (have_capacity) {
-        capacity = rd_u16(&r);
+        capacity = fz_rd_u16(&r);
     }
     args_ok = bits_ok;
     if ((flags & 1u) && bits_ok) {
         for (i = 0; i < alphabet; i++) {
-            lengths[i] = rd_u8(&r);
+            lengths[i] = fz_rd_u8(&r);
         }
         if (!(flags & 2u)) {
             repair_lengths(lengths, alphabet);
@@ -171,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (flags & 4u) {
         for (i = 0; i < 256u; i++) {
-            lut[i] = rd_u8(&r);
+            lut[i] = fz_rd_u8(&r);
         }
     }
     if ((flags & 8u) && bits_ok) {
